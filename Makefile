@@ -1,0 +1,44 @@
+# Two set-up commands: `make run` (the whole stack) and `make test` (everything tested).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+MMTRITON := $(VENV)/bin/mmtriton
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint venv system-deps model repository serve bench soak reliability clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) and installing pinned packages (a few minutes the first time)"
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==24.3.1
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(MMTRITON) setup-server
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+model: venv system-deps
+	$(MMTRITON) build
+
+repository: model
+	$(MMTRITON) export
+
+run: repository
+	$(MMTRITON) up
+
+serve: repository
+	$(MMTRITON) serve
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: repository lint
+	$(VENV)/bin/pytest -ra
+
+clean:
+	rm -rf artifacts reports

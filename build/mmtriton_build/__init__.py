@@ -1,0 +1,1 @@
+"""Turns PyTorch models into deployable artifacts: data, training, evaluation, export."""

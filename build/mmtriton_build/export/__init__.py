@@ -1,0 +1,1 @@
+"""Export: ONNX graphs with parity checks, TensorRT engines, and the Triton repository."""

@@ -1,0 +1,1 @@
+"""Clients of the served model: gRPC library, CLI and web page."""

@@ -1,0 +1,1 @@
+"""Running tritonserver: its flags (one definition for the launcher and Kubernetes) and launcher."""

@@ -1,0 +1,79 @@
+"""The tritonserver command line, defined once.
+
+`mmtriton serve` and the Kubernetes manifests both use these flags; a test renders the manifests
+and compares their container args with `triton_args` so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROFILES = ("cpu", "gpu")
+
+# Each Python-backend instance maps a region of this size in /dev/shm; it grows on demand.
+PYTHON_SHM_DEFAULT_BYTES = 8 * 1024 * 1024
+PYTHON_SHM_GROWTH_BYTES = 8 * 1024 * 1024
+# Triton drains in-flight requests this long on SIGTERM; Kubernetes' grace period must exceed it.
+EXIT_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What differs between deployments; everything else in `triton_args` is fixed policy."""
+
+    model_repository: str
+    profile: str = "cpu"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    backend_directory: str | None = None
+    # Optional gRPC TLS (Triton offers TLS on gRPC only): PEM file paths.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_root_cert: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose one of {PROFILES}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("gRPC TLS needs both a certificate and a key")
+
+
+def triton_args(settings: ServerSettings) -> list[str]:
+    """The full tritonserver argument list (without the binary) for these settings."""
+    args = [
+        f"--model-repository={settings.model_repository}",
+        # Clients may not load, unload or list models: the repository is fixed at start.
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        # Configs are complete; auto-complete would import every model.py twice at start.
+        "--disable-auto-complete-config",
+        f"--http-port={settings.http_port}",
+        f"--grpc-port={settings.grpc_port}",
+        f"--metrics-port={settings.metrics_port}",
+        "--allow-metrics=true",
+        "--allow-cpu-metrics=true",
+        f"--allow-gpu-metrics={'true' if settings.profile == 'gpu' else 'false'}",
+        "--metrics-config=summary_latencies=true",
+        f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT_BYTES}",
+        f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH_BYTES}",
+        "--log-verbose=0",
+    ]
+    if settings.profile == "gpu":
+        args.append("--model-config-name=gpu")
+    else:
+        # No CUDA: skip the pinned and device memory pools instead of failing to allocate them.
+        args += ["--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"]
+    if settings.backend_directory:
+        args.append(f"--backend-directory={settings.backend_directory}")
+    if settings.tls_cert:
+        args += [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={settings.tls_cert}",
+            f"--grpc-server-key={settings.tls_key}",
+        ]
+        if settings.tls_root_cert:
+            args += [f"--grpc-root-cert={settings.tls_root_cert}", "--grpc-use-ssl-mutual=true"]
+    return args

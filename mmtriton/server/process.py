@@ -1,0 +1,131 @@
+"""A tritonserver child process: start, wait for readiness, graceful stop, clean-up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .flags import EXIT_TIMEOUT_S, ServerSettings, triton_args
+from .install import backend_directory, install_stub, tritonserver_binary
+
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def server_environment() -> dict[str, str]:
+    """The environment for tritonserver: this venv's python3 first on PATH.
+
+    The Python-backend stub ignores PYTHONPATH and imports packages through `python3` on PATH.
+    """
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def shm_regions() -> set[Path]:
+    """The Python backend's shared-memory regions that exist now."""
+    return set(SHM_DIR.glob(SHM_PREFIX + "*")) if SHM_DIR.exists() else set()
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when GET url answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class TritonProcess:
+    """One tritonserver process started with the project's flags."""
+
+    settings: ServerSettings
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+    _shm_before: set[Path] = field(default_factory=set)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.settings.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        """The full command line."""
+        return [str(tritonserver_binary()), *triton_args(self.settings)]
+
+    def start(self) -> None:
+        """Start the server (does not wait for readiness)."""
+        install_stub()
+        if self.settings.backend_directory is None:
+            self.settings = ServerSettings(
+                **{**self.settings.__dict__, "backend_directory": str(backend_directory())}
+            )
+        self._shm_before = shm_regions()
+        out = self.log_path.open("ab") if self.log_path else None
+        self.process = subprocess.Popen(
+            self.command(),
+            env=server_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we forward it
+        )
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Block until /v2/health/ready answers 200; raise with the log's tail if it dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"tritonserver exited with code {self.process.returncode} before it was "
+                    f"ready.\n{self.log_tail()}"
+                )
+            if http_ok(f"{self.http_url}/v2/health/ready"):
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s.\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the server log, for error messages."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace: float = EXIT_TIMEOUT_S + 5) -> int | None:
+        """SIGTERM (Triton drains in-flight requests), SIGKILL after `grace` seconds.
+
+        Removes the shared-memory regions this server left behind. Returns the exit code.
+        """
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for region in shm_regions() - self._shm_before:
+            region.unlink(missing_ok=True)
+        return proc.returncode
+
+    def leaked_shm_regions(self) -> set[Path]:
+        """Regions created since start that still exist."""
+        return shm_regions() - self._shm_before

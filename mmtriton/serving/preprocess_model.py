@@ -1,0 +1,109 @@
+"""The ensemble's first step: validate and decode raw IMAGE / TEXT / AUDIO bytes.
+
+Every input is checked here, before the graph fans out to the encoders: a request that fails
+gets INVALID_ARGUMENT naming the problem and never reaches a sibling step (a failure inside a
+fanned-out step leaks in-flight requests in Triton 2.51; see shared notes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mmtriton import spec
+from mmtriton.preprocess.errors import InvalidInput
+
+from .triton_io import (
+    error_response,
+    model_parameters,
+    optional_input,
+    output_dtypes,
+    pb_utils,
+    tensor_response,
+)
+
+
+def request_samples(
+    raw: dict[str, np.ndarray | None],
+) -> tuple[list[bytes | None], list[bytes | None], list[bytes | None]]:
+    """Per-sample bytes (None where absent) from a request's raw BYTES tensors.
+
+    All given inputs must share the batch size and carry one element per sample ([N, 1]).
+    """
+    given = {m: a for m, a in raw.items() if a is not None}
+    if not given:
+        raise InvalidInput("request", "no_input", "the request carries no IMAGE, TEXT or AUDIO")
+    sizes = {m: a.shape[0] for m, a in given.items()}
+    if len(set(sizes.values())) != 1:
+        raise InvalidInput("request", "bad_tensor", f"inputs have different batch sizes: {sizes}")
+    n = next(iter(sizes.values()))
+    columns = {}
+    for m in spec.MODALITIES:
+        array = given.get(m)
+        if array is None:
+            columns[m] = [None] * n
+            continue
+        if array.ndim != 2 or array.shape[1] != 1:
+            raise InvalidInput(
+                m,
+                "bad_tensor",
+                f"{spec.RAW_INPUTS[m].name} must have shape [batch, 1], got {list(array.shape)}",
+            )
+        columns[m] = [_as_bytes(m, x) for x in array[:, 0]]
+    return columns["image"], columns["text"], columns["audio"]
+
+
+def _as_bytes(modality: str, value: object) -> bytes | None:
+    if isinstance(value, bytes):
+        return value or None
+    if isinstance(value, str):
+        return value.encode() or None
+    raise InvalidInput(
+        modality,
+        "bad_tensor",
+        f"{spec.RAW_INPUTS[modality].name} must be BYTES, got {type(value).__name__}",
+    )
+
+
+class PreprocessModel:
+    """Triton Python-backend model: raw request tensors in, encoder tensors out."""
+
+    def initialize(self, args: dict) -> None:
+        from mmtriton.observability.metrics import ModelMetrics
+        from mmtriton.preprocess.pipeline import Preprocessor
+
+        config, params, version_dir = model_parameters(args)
+        self.dtypes = output_dtypes(config)
+        self.preprocessor = Preprocessor(
+            tokenizer_path=version_dir / params["tokenizer_file"],
+            vad_path=version_dir / params["vad_file"],
+        )
+        self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily)
+
+    def execute(self, requests):
+        start = time.perf_counter()
+        responses, batch = [], 0
+        for request in requests:
+            raw = {m: optional_input(request, t.name) for m, t in spec.RAW_INPUTS.items()}
+            try:
+                images, texts, audios = request_samples(raw)
+                tensors = self.preprocessor.preprocess_batch(images, texts, audios)
+            except InvalidInput as exc:
+                self.metrics.count_failure(exc.reason)
+                responses.append(error_response(str(exc)))
+                continue
+            except Exception as exc:  # a decoder bug must not take the model down
+                self.metrics.count_failure("internal")
+                responses.append(error_response(f"preprocessing failed: {exc}", False))
+                continue
+            n = len(images)
+            batch += n
+            tensors[spec.PIPELINE_START.name] = np.full((n, 1), time.time(), np.float64)
+            self.metrics.count_modalities(tensors[spec.PRESENT.name])
+            responses.append(tensor_response(tensors, self.dtypes))
+        self.metrics.observe_execute(batch, time.perf_counter() - start)
+        return responses
+
+    def finalize(self) -> None:
+        self.preprocessor = None

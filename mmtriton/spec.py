@@ -1,0 +1,151 @@
+"""The single definition of every tensor the pipeline exchanges.
+
+Triton configs, the ONNX exports, the Python-backend models, the client and the tests all
+derive names, shapes and dtypes from here; nothing else spells them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MODALITIES: tuple[str, ...] = ("image", "text", "audio")
+NUM_CLASSES = 10
+LABELS: tuple[str, ...] = tuple(str(d) for d in range(NUM_CLASSES))
+
+# Preprocessing geometry, shared by training and serving.
+IMAGE_SIZE = 112  # MNIST-scale digits; 4x cheaper than 224 with ~the same linear-probe accuracy
+TEXT_MAX_TOKENS = 16  # phrases are short; longer text is truncated
+AUDIO_SAMPLE_RATE = 16_000
+AUDIO_N_MELS = 64
+AUDIO_HOP = 160
+AUDIO_CLIP_SECONDS = 1.0
+AUDIO_FRAMES = int(AUDIO_CLIP_SECONDS * AUDIO_SAMPLE_RATE) // AUDIO_HOP + 1
+
+# Encoder output sizes.
+IMAGE_EMBED_DIM = 1280
+TEXT_EMBED_DIM = 384
+AUDIO_EMBED_DIM = 128
+
+_TRITON_TYPES = {
+    "float32": ("TYPE_FP32", "FP32"),
+    "float16": ("TYPE_FP16", "FP16"),
+    "float64": ("TYPE_FP64", "FP64"),
+    "int64": ("TYPE_INT64", "INT64"),
+    "int32": ("TYPE_INT32", "INT32"),
+    "bool": ("TYPE_BOOL", "BOOL"),
+    "bytes": ("TYPE_STRING", "BYTES"),
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor: dims exclude the batch axis; -1 marks a dynamic axis."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    @property
+    def triton_type(self) -> str:
+        """Type as written in config.pbtxt (TYPE_FP32, TYPE_STRING, ...)."""
+        return _TRITON_TYPES[self.dtype][0]
+
+    @property
+    def wire_type(self) -> str:
+        """Type as named by the KServe v2 protocol and tritonclient (FP32, BYTES, ...)."""
+        return _TRITON_TYPES[self.dtype][1]
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype of this tensor (object for BYTES)."""
+        return np.dtype(object) if self.dtype == "bytes" else np.dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A Triton model's interface."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec:
+        """The input called ``name``."""
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> TensorSpec:
+        """The output called ``name``."""
+        return next(t for t in self.outputs if t.name == name)
+
+
+# Raw request tensors: encoded file bytes or UTF-8 text, one element per sample.
+RAW_IMAGE = TensorSpec("IMAGE", "bytes", (1,), optional=True)
+RAW_TEXT = TensorSpec("TEXT", "bytes", (1,), optional=True)
+RAW_AUDIO = TensorSpec("AUDIO", "bytes", (1,), optional=True)
+RAW_INPUTS = {"image": RAW_IMAGE, "text": RAW_TEXT, "audio": RAW_AUDIO}
+
+# Encoder inputs, produced by the preprocessing step.
+IMAGE_PIXELS = TensorSpec("IMAGE_PIXELS", "float32", (3, IMAGE_SIZE, IMAGE_SIZE))
+TEXT_INPUT_IDS = TensorSpec("TEXT_INPUT_IDS", "int64", (-1,))
+TEXT_ATTENTION_MASK = TensorSpec("TEXT_ATTENTION_MASK", "int64", (-1,))
+AUDIO_MEL = TensorSpec("AUDIO_MEL", "float32", (1, AUDIO_N_MELS, AUDIO_FRAMES))
+PRESENT = TensorSpec("PRESENT", "float32", (len(MODALITIES),))
+# Wall-clock time preprocessing started; fusion turns it into the pipeline latency metric.
+PIPELINE_START = TensorSpec("PIPELINE_START", "float64", (1,))
+
+# Encoder outputs.
+IMAGE_EMBEDDING = TensorSpec("IMAGE_EMBEDDING", "float32", (IMAGE_EMBED_DIM,))
+TEXT_EMBEDDING = TensorSpec("TEXT_EMBEDDING", "float32", (TEXT_EMBED_DIM,))
+AUDIO_EMBEDDING = TensorSpec("AUDIO_EMBEDDING", "float32", (AUDIO_EMBED_DIM,))
+
+# Fusion outputs.
+PROBABILITIES = TensorSpec("PROBABILITIES", "float32", (NUM_CLASSES,))
+WEIGHTS = TensorSpec("WEIGHTS", "float32", (len(MODALITIES),))
+
+PREPROCESS = ModelSpec(
+    "preprocess",
+    (RAW_IMAGE, RAW_TEXT, RAW_AUDIO),
+    (IMAGE_PIXELS, TEXT_INPUT_IDS, TEXT_ATTENTION_MASK, AUDIO_MEL, PRESENT, PIPELINE_START),
+)
+IMAGE_ENCODER = ModelSpec("image_encoder", (IMAGE_PIXELS,), (IMAGE_EMBEDDING,))
+TEXT_ENCODER = ModelSpec("text_encoder", (TEXT_INPUT_IDS, TEXT_ATTENTION_MASK), (TEXT_EMBEDDING,))
+AUDIO_ENCODER = ModelSpec("audio_encoder", (AUDIO_MEL,), (AUDIO_EMBEDDING,))
+FUSION = ModelSpec(
+    "fusion",
+    (IMAGE_EMBEDDING, TEXT_EMBEDDING, AUDIO_EMBEDDING, PRESENT, PIPELINE_START),
+    (PROBABILITIES, WEIGHTS),
+)
+ENSEMBLE = ModelSpec(
+    "multimodal", (RAW_IMAGE, RAW_TEXT, RAW_AUDIO), (PROBABILITIES, WEIGHTS, PRESENT)
+)
+
+ENCODERS: dict[str, ModelSpec] = {
+    "image": IMAGE_ENCODER,
+    "text": TEXT_ENCODER,
+    "audio": AUDIO_ENCODER,
+}
+ALL_MODELS: tuple[ModelSpec, ...] = (
+    PREPROCESS,
+    IMAGE_ENCODER,
+    TEXT_ENCODER,
+    AUDIO_ENCODER,
+    FUSION,
+    ENSEMBLE,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits enforced by the preprocessing step (and checked early by the client)."""
+
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000  # decompression-bomb guard: width x height
+    max_text_chars: int = 2_000
+    max_audio_bytes: int = 10 * 1024 * 1024
+    max_audio_seconds: float = 30.0
+
+
+LIMITS = Limits()

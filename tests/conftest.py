@@ -1,0 +1,70 @@
+"""Shared fixtures: free ports and a real tritonserver on the built model repository."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mmtriton.paths import PROJECT_ROOT, artifacts_dir, model_repository_dir
+from mmtriton.server.flags import ServerSettings
+from mmtriton.server.process import TritonProcess
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_repository() -> Path:
+    """The exported model repository; fails with the command to run when it is not built."""
+    repo = model_repository_dir()
+    if not (repo / "image_encoder" / "1" / "model.onnx").exists():
+        pytest.fail(f"{repo} is not exported; run `make repository` (mmtriton build && export)")
+    return repo
+
+
+def start_triton(log_dir: Path, **overrides) -> TritonProcess:
+    """Start a tritonserver on free ports and wait until it is ready."""
+    settings = ServerSettings(
+        model_repository=str(overrides.pop("repository", require_repository())),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        **overrides,
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = TritonProcess(settings, log_path=log_dir / f"triton-{settings.grpc_port}.log")
+    server.start()
+    try:
+        server.wait_ready(timeout=180)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory) -> Iterator[TritonProcess]:
+    """One real tritonserver for the whole session (tests that kill a server start their own)."""
+    server = start_triton(tmp_path_factory.mktemp("triton"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def built_artifacts() -> Path:
+    """The build folder with the trained model and test data."""
+    root = artifacts_dir()
+    if not (root / "reports" / "eval.json").exists():
+        pytest.fail(f"no build under {root}; run `make model` (mmtriton build)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT

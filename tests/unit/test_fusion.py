@@ -1,0 +1,82 @@
+"""The fusion model: masking, modes, and the numpy twin used inside Triton."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from mmtriton_build.fusion import EMBED_DIMS, FusionModel, load_fusion, save_fusion
+
+from mmtriton import spec
+from mmtriton.serving.fusion import NumpyFusion
+
+MODES = ("sum", "weighted", "attention")
+SUBSETS = [
+    tuple(m for m, keep in zip(spec.MODALITIES, bits, strict=True) if keep)
+    for bits in itertools.product([0, 1], repeat=3)
+    if any(bits)
+]
+
+
+def _batch(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {m: torch.randn(n, EMBED_DIMS[m], generator=g) for m in spec.MODALITIES}
+
+
+def _model(mode: str) -> FusionModel:
+    torch.manual_seed(1)
+    model = FusionModel(mode).eval()
+    with torch.no_grad():  # non-trivial learned logits so "weighted" is not uniform
+        model.modality_logits.copy_(torch.tensor([0.5, -0.3, 0.2]))
+    return model
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("subset", SUBSETS, ids="+".join)
+def test_absent_modality_changes_nothing(mode: str, subset: tuple[str, ...]) -> None:
+    model = _model(mode)
+    feats = _batch(4)
+    present = torch.tensor([[float(m in subset) for m in spec.MODALITIES]] * 4)
+    other = dict(feats)
+    for m in spec.MODALITIES:
+        if m not in subset:  # garbage, even inf, in an absent slot must not matter
+            other[m] = torch.full_like(feats[m], float("inf"))
+    with torch.no_grad():
+        logits_a, w_a = model(**feats, present=present)
+        logits_b, w_b = model(**other, present=present)
+    assert torch.equal(logits_a, logits_b)
+    assert torch.equal(w_a, w_b)
+    absent = present == 0
+    assert torch.all(w_a[absent] == 0)
+    assert torch.allclose(w_a.sum(dim=1), torch.ones(4))
+
+
+def test_attention_weights_depend_on_features() -> None:
+    model = _model("attention")
+    present = torch.ones(2, 3)
+    with torch.no_grad():
+        _, w = model(**_batch(2, seed=3), present=present)
+    assert not torch.allclose(w[0], w[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_numpy_twin_matches_torch(mode: str, tmp_path) -> None:
+    model = _model(mode)
+    path = tmp_path / f"{mode}.npz"
+    save_fusion(model, path)
+    twin = NumpyFusion(path)
+    feats = _batch(32, seed=5)
+    rng = np.random.default_rng(0)
+    present = rng.integers(0, 2, size=(32, 3)).astype(np.float32)
+    present[present.sum(axis=1) == 0, 0] = 1.0
+    with torch.no_grad():
+        logits, w_torch = model(**feats, present=torch.from_numpy(present))
+    probs, w_np = twin({m: t.numpy() for m, t in feats.items()}, present)
+    assert np.abs(probs - torch.softmax(logits, 1).numpy()).max() <= 1e-5
+    assert np.abs(w_np - w_torch.numpy()).max() <= 1e-5
+    reloaded = load_fusion(path)
+    with torch.no_grad():
+        again, _ = reloaded(**feats, present=torch.from_numpy(present))
+    assert torch.equal(again, logits)
