@@ -41,11 +41,17 @@ MODEL_REPOSITORY = "/models/repository"
 # Where the gRPC TLS Secret (triton-grpc-tls: tls.crt, tls.key, ca.crt) is mounted.
 TLS_DIR = "/etc/mmtriton/grpc-tls"
 
+# Kubernetes expands $(VAR) in args from the container's env (a Secret-backed variable).
+ADMIN_KEY_FROM_SECRET = "$(MMTRITON_ADMIN_KEY)"
+
 OVERLAY_SETTINGS: dict[str, ServerSettings] = {
-    "cpu": ServerSettings(model_repository=MODEL_REPOSITORY, profile="cpu"),
+    "cpu": ServerSettings(
+        model_repository=MODEL_REPOSITORY, profile="cpu", admin_key=ADMIN_KEY_FROM_SECRET
+    ),
     "gpu": ServerSettings(
         model_repository=MODEL_REPOSITORY,
         profile="gpu",
+        admin_key=ADMIN_KEY_FROM_SECRET,
         tls_cert=f"{TLS_DIR}/tls.crt",
         tls_key=f"{TLS_DIR}/tls.key",
     ),

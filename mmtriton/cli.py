@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "engines": ("mmtriton_build.export.tensorrt", "build TensorRT engines on this GPU node"),
     "setup-server": ("mmtriton.server.install", "prepare the pinned tritonserver for this venv"),
     "serve": ("mmtriton.server.launcher", "start tritonserver on the model repository"),
+    "drain": ("mmtriton.server.drain", "wait until the server has no request in flight"),
     "up": ("mmtriton.stack", "start the whole stack: Triton, the web page, Prometheus"),
     "infer": ("mmtriton_client.cli", "send one request to a running server"),
     "web": ("mmtriton_client.web.command", "start the web page"),

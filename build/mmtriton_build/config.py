@@ -34,7 +34,8 @@ class FusionSettings:
     shared_dim: int = 128
     mode: str = "attention"
     epochs: int = 30
-    modality_dropout: float = 0.5
+    modality_dropout: float = 0.8
+    degraded_share: float = 0.5
 
 
 @dataclass(frozen=True)

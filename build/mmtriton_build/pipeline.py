@@ -183,25 +183,41 @@ def _clip_mels(samples, trimmer, seed: int, split: str, noisy: bool):
         if noisy:
             mels.append(audio_mel(s, trimmer, sample_rng(seed, f"{split}-aug", i)))
             labels.append(s.label)
+    if not mels:
+        return np.zeros((0, *spec.AUDIO_MEL.dims), np.float32), np.zeros(0, np.int64)
     return np.stack(mels).astype(np.float32), np.array(labels, np.int64)
 
 
 def _train_audio(config: BuildConfig, paths: BuildPaths) -> None:
     from mmtriton.preprocess.audio import VoiceActivityTrimmer
 
+    from .encoders import AudioEncoder
     from .train import train_audio_encoder
 
     splits = _load_splits(paths)
+    paths.model.mkdir(parents=True, exist_ok=True)
+    if not any(s.audio_path for s in splits["train"]):
+        print("  no audio in the training data: the audio encoder stays untrained")
+        torch.manual_seed(config.seed)
+        torch.save(AudioEncoder().state_dict(), paths.audio_encoder)
+        return
     trimmer = VoiceActivityTrimmer()
     start = time.perf_counter()
     mels, labels = _clip_mels(splits["train"], trimmer, config.seed, "train", noisy=True)
     val_mels, val_labels = _clip_mels(splits["val"], trimmer, config.seed, "val", noisy=False)
+    if len(val_mels) == 0:  # tiny user datasets: validate on the training clips
+        val_mels, val_labels = mels, labels
     print(f"  {len(mels)} training log-mels in {time.perf_counter() - start:.1f} s")
     encoder, acc = train_audio_encoder(
-        mels, labels, val_mels, val_labels, epochs=config.encoders.audio_epochs, seed=config.seed
+        mels,
+        labels,
+        val_mels,
+        val_labels,
+        epochs=config.encoders.audio_epochs,
+        seed=config.seed,
+        num_classes=len(paths.labels.read_text().split()),
     )
     print(f"  audio CNN: validation accuracy {acc:.3f} (unseen voices)")
-    paths.model.mkdir(parents=True, exist_ok=True)
     torch.save(encoder.state_dict(), paths.audio_encoder)
 
 
@@ -252,7 +268,14 @@ def _train_fusion(config: BuildConfig, paths: BuildPaths) -> None:
 
     f = {n: SplitFeatures.load(paths.feature_file(n)) for n in FEATURE_SETS}
     fs = config.fusion
-    common = dict(shared_dim=fs.shared_dim, epochs=fs.epochs, seed=config.seed)
+    num_classes = len(paths.labels.read_text().split())
+    common = dict(
+        shared_dim=fs.shared_dim,
+        epochs=fs.epochs,
+        seed=config.seed,
+        num_classes=num_classes,
+        degraded_share=fs.degraded_share,
+    )
     for mode in FUSION_MODES:
         model, acc = train_fusion(
             mode, f["train"], f["train_degraded"], f["val"], dropout=fs.modality_dropout, **common

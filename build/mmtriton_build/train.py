@@ -117,6 +117,8 @@ def train_fusion(
     dropout: float,
     seed: int,
     only: str | None = None,
+    num_classes: int = spec.NUM_CLASSES,
+    degraded_share: float = 0.4,
 ) -> tuple[FusionModel, float]:
     """Train one fusion model (or a unimodal baseline with `only`) on frozen embeddings.
 
@@ -124,7 +126,7 @@ def train_fusion(
     modality is reliable; the epoch with the best validation accuracy over all subsets is kept.
     """
     torch.manual_seed(seed)
-    model = FusionModel(mode, shared_dim)
+    model = FusionModel(mode, shared_dim, num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
     batch = 256
     steps = epochs * int(np.ceil(len(clean) / batch))
@@ -138,7 +140,7 @@ def train_fusion(
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(clean), generator=gen).split(batch):
-            use_degraded = (torch.rand(len(idx), generator=gen) < 0.4).unsqueeze(1)
+            use_degraded = (torch.rand(len(idx), generator=gen) < degraded_share).unsqueeze(1)
             feats = {m: torch.where(use_degraded, xd[m][idx], xc[m][idx]) for m in xc}
             present = _training_masks(available[idx], gen, dropout, only)
             logits, _ = model(**feats, present=present)

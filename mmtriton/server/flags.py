@@ -6,7 +6,8 @@ and compares their container args with `triton_args` so the two cannot drift.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 PROFILES = ("cpu", "gpu")
 
@@ -15,6 +16,12 @@ PYTHON_SHM_DEFAULT_BYTES = 8 * 1024 * 1024
 PYTHON_SHM_GROWTH_BYTES = 8 * 1024 * 1024
 # Triton drains in-flight requests this long on SIGTERM; Kubernetes' grace period must exceed it.
 EXIT_TIMEOUT_S = 30
+# APIs that change server state or expose /dev/shm: callable only with the admin header.
+RESTRICTED_APIS = "shared-memory,model-repository,trace,logging"
+ADMIN_HEADER = "mmtriton-admin"
+# gRPC clients reconnect (and re-resolve DNS) this often, so new replicas get traffic.
+GRPC_MAX_CONNECTION_AGE_MS = 300_000
+GRPC_MAX_CONNECTION_AGE_GRACE_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,15 @@ class ServerSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_root_cert: str | None = None
+    # Value of the admin header for the restricted APIs. Random per start unless set; Kubernetes
+    # passes "$(MMTRITON_ADMIN_KEY)" from a Secret.
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; choose one of {PROFILES}")
+        if not self.admin_key:
+            raise ValueError("admin_key must not be empty: it guards the admin APIs")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("gRPC TLS needs both a certificate and a key")
 
@@ -60,6 +72,10 @@ def triton_args(settings: ServerSettings) -> list[str]:
         f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT_BYTES}",
         f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH_BYTES}",
         "--log-verbose=0",
+        f"--grpc-restricted-protocol={RESTRICTED_APIS}:{ADMIN_HEADER}={settings.admin_key}",
+        f"--http-restricted-api={RESTRICTED_APIS}:{ADMIN_HEADER}={settings.admin_key}",
+        f"--grpc-max-connection-age={GRPC_MAX_CONNECTION_AGE_MS}",
+        f"--grpc-max-connection-age-grace={GRPC_MAX_CONNECTION_AGE_GRACE_MS}",
     ]
     if settings.profile == "gpu":
         args.append("--model-config-name=gpu")

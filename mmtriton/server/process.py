@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .drain import wait_until_idle
 from .flags import EXIT_TIMEOUT_S, ServerSettings, triton_args
 from .install import backend_directory, install_stub, tritonserver_binary
 
@@ -53,6 +54,8 @@ class TritonProcess:
     log_path: Path | None = None
     process: subprocess.Popen | None = None
     _shm_before: set[Path] = field(default_factory=set)
+    # Regions the server itself left behind at exit (before our clean-up removed them).
+    leaked_at_exit: set[Path] = field(default_factory=set)
 
     @property
     def http_url(self) -> str:
@@ -107,8 +110,8 @@ class TritonProcess:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, grace: float = EXIT_TIMEOUT_S + 5) -> int | None:
-        """SIGTERM (Triton drains in-flight requests), SIGKILL after `grace` seconds.
+    def stop(self, grace: float = EXIT_TIMEOUT_S + 5, drain: bool = True) -> int | None:
+        """Drain (see drain.py), SIGTERM, and SIGKILL after `grace` seconds.
 
         Removes the shared-memory regions this server left behind. Returns the exit code.
         """
@@ -116,16 +119,15 @@ class TritonProcess:
         if proc is None:
             return None
         if proc.poll() is None:
+            if drain:
+                wait_until_idle(self.metrics_url, timeout_s=EXIT_TIMEOUT_S)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        for region in shm_regions() - self._shm_before:
+        self.leaked_at_exit = shm_regions() - self._shm_before
+        for region in self.leaked_at_exit:
             region.unlink(missing_ok=True)
         return proc.returncode
-
-    def leaked_shm_regions(self) -> set[Path]:
-        """Regions created since start that still exist."""
-        return shm_regions() - self._shm_before

@@ -36,7 +36,7 @@ class FusionModel:
         self.dtypes = output_dtypes(config)
         self.output_names = [t["name"] for t in config["output"]]
         self.session = _FusionSession(NumpyFusion(version_dir / params["weights_file"]))
-        self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily)
+        self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, pipeline=True)
 
     def execute(self, requests):
         start = time.perf_counter()

@@ -79,7 +79,7 @@ class PreprocessModel:
             tokenizer_path=version_dir / params["tokenizer_file"],
             vad_path=version_dir / params["vad_file"],
         )
-        self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily)
+        self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, inputs=True)
 
     def execute(self, requests):
         start = time.perf_counter()

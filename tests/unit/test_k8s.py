@@ -233,8 +233,10 @@ def test_probes_and_graceful_shutdown(rendered, overlay):
     startup = triton["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "allow model load"
     pre_stop = triton["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > EXIT_TIMEOUT_S + int(pre_stop[1])
+    script = pre_stop[-1]
+    sleep_s = int(re.search(r"sleep (\d+)", script).group(1))
+    drain_s = int(re.search(r"mmtriton drain .*--timeout (\d+)", script).group(1))
+    assert pod["terminationGracePeriodSeconds"] > sleep_s + drain_s + EXIT_TIMEOUT_S
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

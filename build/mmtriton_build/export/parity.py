@@ -65,7 +65,7 @@ def onnx_test_embeddings(onnx_paths: dict[str, Path], samples, extractor) -> dic
         from mmtriton.preprocess.text import clean_text
 
         texts = [clean_text(s.text) if s.text else None for s in chunk]
-        keep = [i for i, t in enumerate(texts) if t]
+        keep = [i for i, t in enumerate(texts) if t is not None]
         if keep:
             ids, mask = extractor.tokenizer.encode([texts[i] for i in keep])
             emb = sessions["text"].run(

@@ -1,0 +1,67 @@
+"""Wait until the pipeline has no request in flight, before tritonserver gets SIGTERM.
+
+Triton 2.51 crashed here (SIGSEGV in TRITONBACKEND_ResponseSend) when SIGTERM arrived while
+ensemble requests were executing over gRPC, losing every in-flight request. So the launcher
+(and the Kubernetes preStop hook) first waits for quiet: nothing queued at the first step and
+every sample that preprocessing accepted has left fusion. New requests are still served
+meanwhile; the wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import urllib.error
+import urllib.request
+
+from mmtriton import spec
+
+PENDING = "nv_inference_pending_request_count"
+ACCEPTED = "mmtriton_modality_requests_total"
+COMPLETED = "mmtriton_pipeline_seconds_count"
+
+
+def in_flight(metrics_text: str) -> float:
+    """Requests queued anywhere plus samples accepted by preprocess and not yet fused."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    pending = accepted = completed = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == PENDING:
+                pending += sample.value
+            elif sample.name == ACCEPTED:
+                accepted += sample.value
+            elif sample.name == COMPLETED:
+                completed += sample.value
+    return pending + max(accepted - completed, 0.0)
+
+
+def wait_until_idle(metrics_url: str, timeout_s: float, poll_s: float = 0.1) -> bool:
+    """Poll until nothing is in flight twice in a row; False when `timeout_s` ran out."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=2) as resp:
+                busy = in_flight(resp.read().decode())
+        except (urllib.error.URLError, OSError):
+            return True  # metrics gone: the server is not serving anything either
+        quiet = quiet + 1 if busy == 0 else 0
+        if quiet >= 2:
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `mmtriton drain`."""
+    parser.add_argument("--metrics-url", default="http://localhost:8002/metrics")
+    parser.add_argument("--timeout", type=float, default=25.0, help="seconds to wait at most")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `mmtriton drain` (the Kubernetes preStop hook runs it)."""
+    idle = wait_until_idle(args.metrics_url, args.timeout)
+    print(f"{spec.ENSEMBLE.name}: {'idle' if idle else 'still busy after the timeout'}")
+    return 0

@@ -1,0 +1,78 @@
+"""`mmtriton up` (what `make run` runs): Triton, the web page and a local Prometheus.
+
+Ctrl-C stops everything: the web page first, then Triton drains its in-flight requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from mmtriton.paths import artifacts_dir
+from mmtriton.server.launcher import add_server_arguments, start_server, wait_for_signal
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `mmtriton up`."""
+    add_server_arguments(parser)
+    parser.add_argument("--web-port", type=int, default=7860, help="web page port")
+    parser.add_argument("--no-web", action="store_true", help="do not start the web page")
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument("--no-prometheus", action="store_true", help="no local Prometheus")
+
+
+def _start_web(args: argparse.Namespace, grpc_port: int) -> subprocess.Popen:
+    log = (artifacts_dir() / "logs" / "web.log").open("ab")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmtriton.cli",
+        "web",
+        "--triton-url",
+        f"localhost:{grpc_port}",
+        "--port",
+        str(args.web_port),
+    ]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `mmtriton up`."""
+    server = start_server(args)
+    web = prometheus = None
+    try:
+        if not args.no_web:
+            web = _start_web(args, server.settings.grpc_port)
+            print(f"web page: http://localhost:{args.web_port}  (metrics at /metrics)", flush=True)
+        if not args.no_prometheus:
+            if shutil.which("prometheus") is None:
+                print("prometheus not installed (apt-get install prometheus): skipped", flush=True)
+            else:
+                from mmtriton.observability.prometheus_server import PrometheusServer
+
+                prometheus = PrometheusServer(
+                    triton_metrics=f"localhost:{server.settings.metrics_port}",
+                    web_metrics=f"localhost:{args.web_port}" if web else None,
+                    port=args.prometheus_port,
+                    data_dir=Path(artifacts_dir()) / "prometheus",
+                )
+                prometheus.start()
+                print(f"prometheus: http://localhost:{args.prometheus_port}", flush=True)
+        print("press Ctrl-C to stop", flush=True)
+        wait_for_signal()
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        if web is not None:
+            web.terminate()
+            try:
+                web.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                web.kill()
+        print("stopping tritonserver (draining in-flight requests)...", flush=True)
+        code = server.stop()
+        print(f"stopped (tritonserver exit code {code})", flush=True)
+    return 0

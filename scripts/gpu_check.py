@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""GPU node check: build TensorRT engines, check FP16 parity, time every runtime.
+
+Run on a machine with an NVIDIA GPU, TensorRT's Python module and a built/exported model
+(`make repository`):
+
+    .venv/bin/python scripts/gpu_check.py [--samples 2000] [--json reports/gpu_check.json]
+
+It builds each encoder's engine (FP16, profiles from export/policy.py) into artifacts/engines,
+runs the test set through TensorRT and ONNX Runtime, requires top-1 agreement >= 99.9 % for the
+full pipeline (engines + numpy fusion vs ONNX Runtime + numpy fusion), and prints a latency and
+throughput table for TensorRT FP16, ONNX Runtime (CPU) and PyTorch (CUDA) per encoder.
+Not run in CI: CI has no GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+AGREEMENT_TARGET = 0.999
+
+
+class TrtRunner:
+    """Runs one serialized engine on CUDA tensors (TensorRT 10 tensor-address API)."""
+
+    def __init__(self, plan: Path) -> None:
+        import tensorrt as trt
+        import torch
+
+        self.torch = torch
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+            plan.read_bytes()
+        )
+        self.context = self.engine.create_execution_context()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [
+            n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
+        ]
+        self.outputs = [n for n in self.names if n not in self.inputs]
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self.torch
+        bufs = {}
+        for name in self.inputs:
+            t = torch.from_numpy(np.ascontiguousarray(feed[name])).cuda()
+            bufs[name] = t
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            bufs[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
+            self.context.set_tensor_address(name, bufs[name].data_ptr())
+        self.context.execute_async_v3(self.stream.cuda_stream)
+        self.stream.synchronize()
+        return {n: bufs[n].cpu().numpy() for n in self.outputs}
+
+
+def encoder_inputs(samples, extractor) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Preprocessed encoder inputs of every sample, per encoder."""
+    from mmtriton_build.features import audio_mel, image_pixels
+
+    from mmtriton import spec
+    from mmtriton.preprocess.text import clean_text
+
+    feeds = {"image": [], "text": [], "audio": []}
+    for s in samples:
+        feeds["image"].append(
+            {spec.IMAGE_PIXELS.name: image_pixels(s, extractor.mnist, None)[None]}
+        )
+        ids, mask = extractor.tokenizer.encode([clean_text(s.text or "")])
+        feeds["text"].append({spec.TEXT_INPUT_IDS.name: ids, spec.TEXT_ATTENTION_MASK.name: mask})
+        feeds["audio"].append({spec.AUDIO_MEL.name: audio_mel(s, extractor.trimmer, None)[None]})
+    return feeds
+
+
+def batched(feeds: list[dict[str, np.ndarray]], size: int):
+    for start in range(0, len(feeds), size):
+        chunk = feeds[start : start + size]
+        yield {k: np.concatenate([f[k] for f in chunk]) for k in chunk[0]}
+
+
+def timeit(fn, feed, repeats: int = 20) -> float:
+    fn(feed)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn(feed)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--json", type=Path, default=ROOT / "reports" / "gpu_check.json")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+
+    import pickle
+
+    import torch
+    from mmtriton_build.config import load_config
+    from mmtriton_build.encoders import load_pretrained_encoders
+    from mmtriton_build.export.tensorrt import (
+        build_engine,
+        cache_key,
+        detect_gpu,
+        file_sha256,
+    )
+    from mmtriton_build.features import FeatureExtractor
+    from mmtriton_build.pipeline import BuildPaths, load_audio_encoder
+
+    from mmtriton import spec
+    from mmtriton.paths import artifacts_dir, model_repository_dir
+    from mmtriton.preprocess.audio import VoiceActivityTrimmer
+    from mmtriton.preprocess.text import TextTokenizer
+    from mmtriton.serving.fusion import NumpyFusion
+    from mmtriton.serving.onnx_encoder import make_session
+
+    if not torch.cuda.is_available():
+        print("error: no CUDA device visible to PyTorch", file=sys.stderr)
+        return 2
+    gpu = detect_gpu()
+    root, repo = artifacts_dir(), model_repository_dir()
+    paths = BuildPaths(root)
+    config = load_config()
+    print(
+        f"GPU {torch.cuda.get_device_name()} (sm {gpu.compute_capability}), "
+        f"TensorRT {gpu.trt_version}"
+    )
+
+    plans, build_s = {}, {}
+    for m, model in spec.ENCODERS.items():
+        onnx_path = repo / model.name / "1" / "model.onnx"
+        key = cache_key(file_sha256(onnx_path), gpu.compute_capability, gpu.trt_version)
+        plan = root / "engines" / model.name / f"{key}.plan"
+        start = time.perf_counter()
+        if not plan.exists():
+            build_engine(onnx_path, plan, model, timing_cache=root / "engines" / "timing.cache")
+        build_s[m] = time.perf_counter() - start
+        plans[m] = plan
+        print(f"{model.name}: engine {plan.name} ({build_s[m]:.1f} s)")
+
+    modules = load_pretrained_encoders(config.encoders)
+    modules["audio"] = load_audio_encoder(paths)
+    with paths.splits.open("rb") as f:
+        samples = pickle.load(f)["test"][: args.samples]
+    extractor = FeatureExtractor(
+        modules["image"],
+        modules["text"],
+        modules["audio"],
+        mnist=np.load(paths.data / "images.npy"),
+        tokenizer=TextTokenizer(),
+        trimmer=VoiceActivityTrimmer(),
+    )
+    feeds = encoder_inputs(samples, extractor)
+    trt_runners = {m: TrtRunner(p) for m, p in plans.items()}
+    ort = {
+        m: make_session(str(repo / spec.ENCODERS[m].name / "1" / "model.onnx"), 4)
+        for m in spec.ENCODERS
+    }
+
+    emb_trt, emb_ort = {}, {}
+    for m in spec.ENCODERS:
+        out = spec.ENCODERS[m].outputs[0].name
+        emb_trt[m] = np.concatenate([trt_runners[m](b)[out] for b in batched(feeds[m], 32)])
+        emb_ort[m] = np.concatenate([ort[m].run([out], b)[0] for b in batched(feeds[m], 32)])
+    present = np.array([[1.0, float(bool(s.text)), 1.0] for s in samples], np.float32)
+    fusion = NumpyFusion(paths.fusion(config.fusion.mode))
+    top_trt = fusion(emb_trt, present)[0].argmax(1)
+    top_ort = fusion(emb_ort, present)[0].argmax(1)
+    agreement = float((top_trt == top_ort).mean())
+    labels = np.array([s.label for s in samples])
+
+    rows = []
+    for m, model in spec.ENCODERS.items():
+        module = modules[m].cuda().eval()
+        for batch in (1, 8, 32):
+            feed = next(batched(feeds[m], batch))
+            cuda_args = [torch.from_numpy(feed[t.name]).cuda() for t in model.inputs]
+
+            def torch_fn(_feed, module=module, cuda_args=cuda_args):
+                with torch.inference_mode():
+                    module(*cuda_args)
+                torch.cuda.synchronize()
+
+            rows.append(
+                {
+                    "encoder": model.name,
+                    "batch": batch,
+                    "tensorrt_fp16_ms": timeit(trt_runners[m], feed),
+                    "onnxruntime_cpu_ms": timeit(lambda f, s=ort[m]: s.run(None, f), feed, 5),
+                    "pytorch_cuda_ms": timeit(torch_fn, feed),
+                    "max_abs_diff_fp16": float(np.abs(emb_trt[m] - emb_ort[m]).max()),
+                }
+            )
+    print(
+        f"\n{'encoder':<14} {'batch':>5} {'TRT fp16 ms':>12} {'ORT cpu ms':>11} "
+        f"{'torch cuda ms':>14}"
+    )
+    for r in rows:
+        print(
+            f"{r['encoder']:<14} {r['batch']:>5} {r['tensorrt_fp16_ms']:12.2f} "
+            f"{r['onnxruntime_cpu_ms']:11.2f} {r['pytorch_cuda_ms']:14.2f}"
+        )
+    print(
+        f"\npipeline top-1 agreement TensorRT fp16 vs ONNX Runtime: {100 * agreement:.2f} % "
+        f"(target {100 * AGREEMENT_TARGET:.1f} %)"
+    )
+    print(
+        f"accuracy: TensorRT {100 * (top_trt == labels).mean():.2f} %, "
+        f"ONNX Runtime {100 * (top_ort == labels).mean():.2f} %"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {
+                "gpu": torch.cuda.get_device_name(),
+                "compute_capability": gpu.compute_capability,
+                "tensorrt": gpu.trt_version,
+                "engine_build_s": build_s,
+                "timings": rows,
+                "top1_agreement": agreement,
+                "samples": len(samples),
+            },
+            indent=2,
+        )
+    )
+    return 0 if agreement >= AGREEMENT_TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
