@@ -49,8 +49,9 @@ class FusionModel:
         now = time.time()
         for request_inputs in inputs:
             started = request_inputs[spec.PIPELINE_START.name]
-            for seconds in (now - started[:, 0]).tolist():
-                self.metrics.observe_pipeline(max(seconds, 0.0))
+            for start_s in started[:, 0].tolist():
+                if start_s > 0:  # warm-up requests carry no start time
+                    self.metrics.observe_pipeline(max(now - start_s, 0.0))
         batch = sum(len(i[spec.PRESENT.name]) for i in inputs)
         self.metrics.observe_execute(batch, time.perf_counter() - start)
         return [tensor_response(out, self.dtypes) for out in per_request]

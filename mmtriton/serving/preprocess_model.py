@@ -86,6 +86,8 @@ class PreprocessModel:
         responses, batch = [], 0
         for request in requests:
             raw = {m: optional_input(request, t.name) for m, t in spec.RAW_INPUTS.items()}
+            # Every row received counts toward the batch size, rejected ones included.
+            batch += max((len(a) for a in raw.values() if a is not None), default=0)
             try:
                 images, texts, audios = request_samples(raw)
                 tensors = self.preprocessor.preprocess_batch(images, texts, audios)
@@ -98,7 +100,6 @@ class PreprocessModel:
                 responses.append(error_response(f"preprocessing failed: {exc}", False))
                 continue
             n = len(images)
-            batch += n
             tensors[spec.PIPELINE_START.name] = np.full((n, 1), time.time(), np.float64)
             self.metrics.count_modalities(tensors[spec.PRESENT.name])
             responses.append(tensor_response(tensors, self.dtypes))

@@ -89,7 +89,23 @@ def _parameters(params: dict[str, str]) -> str:
     return body + "\n" if body else ""
 
 
-def _python_model(model: ModelSpec, params: dict[str, str], dims: dict | None = None) -> str:
+def _warmup(model: ModelSpec) -> str:
+    """Zero-filled requests at the preferred batch, run at load time so that readiness means
+    the first user request does not pay for lazy initialisation."""
+    batch = POLICIES[model.name].opt_batch
+    inputs = "\n".join(
+        f'    inputs {{\n      key: "{t.name}"\n      value: {{\n'
+        f"        data_type: {t.triton_type}\n"
+        f"        dims: {_dims(tuple(spec.TEXT_MAX_TOKENS if d == -1 else d for d in t.dims))}\n"
+        "        zero_data: true\n      }\n    }"
+        for t in model.inputs
+    )
+    return f'model_warmup [\n  {{\n    name: "zeros"\n    batch_size: {batch}\n{inputs}\n  }}\n]\n'
+
+
+def _python_model(
+    model: ModelSpec, params: dict[str, str], dims: dict | None = None, warmup: bool = True
+) -> str:
     p = POLICIES[model.name]
     return (
         HEADER
@@ -98,6 +114,7 @@ def _python_model(model: ModelSpec, params: dict[str, str], dims: dict | None = 
         + _batching(p)
         + _instances(p.cpu_instances, "KIND_CPU")
         + _parameters(params)
+        + (_warmup(model) if warmup else "")
     )
 
 
@@ -124,6 +141,7 @@ def encoder_config_gpu(model: ModelSpec) -> str:
         + f"instance_group [\n  {{\n    count: {p.gpu_instances}\n    kind: KIND_GPU\n  }}\n]\n"
         + ccs
         + "\n"
+        + _warmup(model)
     )
 
 
@@ -134,8 +152,12 @@ def preprocess_config() -> str:
         spec.TEXT_INPUT_IDS.name: (spec.TEXT_MAX_TOKENS,),
         spec.TEXT_ATTENTION_MASK.name: (spec.TEXT_MAX_TOKENS,),
     }
+    # No warm-up: zero-filled BYTES would be a request with no input, which it must refuse.
     return _python_model(
-        spec.PREPROCESS, {"tokenizer_file": TOKENIZER_FILE, "vad_file": VAD_FILE}, dims=dims
+        spec.PREPROCESS,
+        {"tokenizer_file": TOKENIZER_FILE, "vad_file": VAD_FILE},
+        dims=dims,
+        warmup=False,
     )
 
 
