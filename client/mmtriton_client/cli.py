@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: no such file: {f}", file=sys.stderr)
             return 2
     sample = Sample.from_files(args.image, args.text, args.audio)
-    root = args.root_cert.read_text() if args.root_cert else None
+    root = str(args.root_cert) if args.root_cert else None  # tritonclient opens the path
     try:
         with MultimodalClient(
             args.url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from mmtriton import spec
 from mmtriton.observability.web_metrics import WEB_ERROR_KINDS, WebMetrics
 
-from ..conftest import free_port
+from ..conftest import free_port, start_triton
 
 # ---------------------------------------------------------------- page logic, no server needed
 
@@ -224,3 +225,43 @@ def test_mmtriton_web_with_a_password(triton_server, tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(command: str) -> None:
+        subprocess.run(["openssl", *command.split()], cwd=folder, check=True, capture_output=True)
+
+    new_key = "-newkey rsa:2048 -nodes -days 1"
+    openssl(f"req -x509 {new_key} -keyout ca.key -out ca.crt -subj /CN=mmtriton-test-ca")
+    openssl(f"req {new_key} -keyout server.key -out server.csr -subj /CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 "
+        "-out server.crt -extfile san.ext"
+    )
+    return folder / "ca.crt", folder / "server.crt", folder / "server.key"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_grpc_tls_with_a_ca_certificate(tmp_path):
+    from mmtriton_client.web.app import WebSettings, launch
+
+    ca, cert, key = _tls_files(tmp_path / "tls")
+    triton = start_triton(tmp_path / "triton", tls_cert=str(cert), tls_key=str(key))
+    pages = []
+    try:
+        for root in (str(ca), None):  # trusting the CA, then plaintext (refused)
+            settings = WebSettings(triton_url=triton.grpc_url, root_certificates=root, n_examples=0)
+            pages.append(launch(host="127.0.0.1", port=free_port(), block=False, settings=settings))
+        secure, plain = (Client(p.url, verbose=False) for p in pages)
+        assert secure.predict(None, "the digit seven", None, api_name="/predict")["label"] == "7"
+        refused = plain.predict(None, "the digit seven", None, api_name="/predict")
+        assert refused["error"]["kind"] == "server_unavailable"
+    finally:
+        for page in pages:
+            page.stop()
+        triton.stop()

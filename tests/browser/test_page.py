@@ -1,0 +1,202 @@
+"""The web page in headless Chromium against a real tritonserver.
+
+Uses the system Chromium (never a Playwright download). Screenshots go to reports/screenshots/;
+the full multimodal one is copied to docs/images/web.png for the README.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mmtriton_build.examples import load_examples
+from mmtriton_client.client import MultimodalClient, Sample
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from mmtriton.paths import PROJECT_ROOT
+
+from ..conftest import free_port, start_triton
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+SCREENSHOTS = PROJECT_ROOT / "reports" / "screenshots"
+DOC_IMAGE = PROJECT_ROOT / "docs" / "images" / "web.png"
+ANSWER_S = 30_000  # ms to wait for an answer (the first request warms the encoders)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _serve(triton_url: str, examples_dir: Path, n_examples: int = 8):
+    from mmtriton_client.web.app import WebSettings, launch
+
+    settings = WebSettings(
+        triton_url=triton_url, n_examples=n_examples, examples_dir=examples_dir, timeout_s=10
+    )
+    return launch(host="127.0.0.1", port=free_port(), block=False, settings=settings)
+
+
+@pytest.fixture(scope="module")
+def web(triton_server, example, tmp_path_factory):
+    with MultimodalClient(triton_server.grpc_url) as client:  # warm the encoders up
+        client.predict(Sample(example.image, example.text, example.audio))
+    server = _serve(triton_server.grpc_url, tmp_path_factory.mktemp("web-examples"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def example(built_artifacts):
+    return next(e for e in load_examples(built_artifacts, 32) if e.image and e.text and e.audio)
+
+
+@pytest.fixture
+def page(browser, web) -> Iterator[Page]:
+    """A fresh tab on the page; fails the test if the page asked anything of the internet."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    tab = context.new_page()
+    outside = []
+    tab.on(
+        "request",
+        lambda r: (
+            outside.append(r.url)
+            if r.url.startswith(("http:", "https:", "ws:", "wss:")) and "127.0.0.1" not in r.url
+            else None
+        ),
+    )
+    tab.goto(web.url)
+    expect(tab.get_by_role("button", name="Classify")).to_be_visible()
+    yield tab
+    context.close()
+    assert not outside, f"the page made requests outside: {outside}"
+
+
+def _shot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
+
+
+def _classify(page: Page, expected_status: str) -> str:
+    page.get_by_role("button", name="Classify").click()
+    status = page.locator("#status")
+    expect(status).to_contain_text(expected_status, timeout=ANSWER_S)
+    expect(page.locator(".pending")).to_have_count(0)  # outputs no longer greyed out
+    return status.inner_text()
+
+
+def _top_label(page: Page) -> str:
+    return page.locator("#prediction [data-testid='label-output-value']").inner_text().strip()
+
+
+def test_upload_text_and_audio_give_the_right_label(page, example, tmp_path):
+    (tmp_path / "digit.png").write_bytes(example.image)
+    (tmp_path / "digit.wav").write_bytes(example.audio)
+    page.locator("#image-upload input[type=file]").set_input_files(tmp_path / "digit.png")
+    page.locator("#text textarea").fill(example.text)
+    page.locator("#audio input[type=file]").set_input_files(tmp_path / "digit.wav")
+    expect(page.locator("#image-upload img")).to_be_visible()
+    status = _classify(page, "Predicted")
+    assert "image (upload) + text + audio" in status
+    assert _top_label(page) == example.label
+    expect(page.locator("#latency textarea")).to_have_value(re.compile(r"\d+\.\d ms"))
+    DOC_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_shot(page, "web-upload"), DOC_IMAGE)
+
+
+def test_drawing_a_digit_on_the_pad(page):
+    page.get_by_role("tab", name="Draw a digit").click()
+    canvas = page.locator("#sketchpad canvas").first
+    expect(canvas).to_be_visible()
+    expect(page.get_by_text("select the draw tool")).to_have_count(0)  # the brush is ready
+    box = canvas.bounding_box()
+    x, top, height = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2, box["height"]
+    page.mouse.move(x, top)
+    page.mouse.down()
+    for i in range(1, 21):  # a "1": one vertical stroke, as a mouse drag
+        page.mouse.move(x, top + i * height * 0.03)
+    page.mouse.up()
+    status = _classify(page, "Predicted")
+    assert "from image (drawing)" in status
+    assert _top_label(page) in {str(d) for d in range(10)}
+    _shot(page, "web-drawing")
+
+
+def test_one_modality_is_enough(page, example, tmp_path):
+    (tmp_path / "digit.png").write_bytes(example.image)
+    page.locator("#image-upload input[type=file]").set_input_files(tmp_path / "digit.png")
+    status = _classify(page, "Predicted")
+    assert status.strip().endswith("from image (upload).")
+    assert _top_label(page) == example.label
+
+
+def test_no_input_and_bad_files_get_clear_messages(page, tmp_path):
+    _classify(page, "Nothing to classify yet")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    page.locator("#image-upload input[type=file]").set_input_files(broken)
+    _classify(page, "The input could not be used: Image could not be read (")
+    _shot(page, "web-bad-file")
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"RIFF" + b"\0" * (12 * 1024 * 1024 - 4))
+    page.locator("#audio input[type=file]").set_input_files(big)
+    expect(page.locator("#audio")).not_to_contain_text("Drop Audio Here", timeout=15_000)
+    _classify(page, "The audio file is too large: 12.0 MiB; the limit is 10.0 MiB")
+
+
+def test_server_down_then_back(browser, tmp_path):
+    triton = start_triton(tmp_path / "triton")
+    web = _serve(triton.grpc_url, tmp_path / "examples", n_examples=0)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(web.url)
+        page.locator("#text textarea").fill("the digit seven")
+        _classify(page, "Predicted")
+        triton.stop()
+        _classify(page, "is not reachable right now")
+        _shot(page, "web-server-down")
+        triton.start()  # same ports
+        triton.wait_ready(timeout=180)
+        _classify(page, "Predicted")
+        assert _top_label(page) == "7"
+    finally:
+        context.close()
+        web.stop()
+        triton.stop()
+
+
+def test_an_example_fills_every_input(page):
+    page.get_by_role("tab", name="Draw a digit").click()
+    row = page.locator("table tbody tr").filter(has_text=".wav").first
+    digit = re.search(r"digit-(\d)\.wav", row.inner_text()).group(1)
+    row.click()
+    expect(page.locator("#text textarea")).not_to_have_value("")
+    expect(page.get_by_role("tab", name="Upload an image")).to_have_attribute(
+        "aria-selected", "true"
+    )  # the example's image is the one sent, not the (empty) pad
+    status = _classify(page, "Predicted")
+    assert "from image (upload) + text + audio" in status
+    assert _top_label(page) == digit
