@@ -23,6 +23,9 @@ AUDIO_HOP = 160
 AUDIO_CLIP_SECONDS = 1.0
 AUDIO_FRAMES = int(AUDIO_CLIP_SECONDS * AUDIO_SAMPLE_RATE) // AUDIO_HOP + 1
 
+# The most samples one client request may carry (the ensemble's max_batch_size).
+MAX_REQUEST_BATCH = 32
+
 # Encoder output sizes.
 IMAGE_EMBED_DIM = 1280
 TEXT_EMBED_DIM = 384

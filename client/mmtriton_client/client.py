@@ -18,7 +18,6 @@ import numpy as np
 from mmtriton import spec
 
 DEFAULT_URL = "localhost:8001"
-RETRYABLE = ("StatusCode.UNAVAILABLE",)
 
 
 class ClientError(Exception):
@@ -230,7 +229,7 @@ class MultimodalClient:
                 return fn()
             except InferenceServerException as exc:
                 status = _status(exc)
-                if status in ("UNAVAILABLE",):
+                if status == "UNAVAILABLE":
                     delay = next(delays, None)
                     if delay is not None:
                         time.sleep(delay)
@@ -241,8 +240,23 @@ class MultimodalClient:
         """Classify one sample (a Sample, or image=/text=/audio= keywords)."""
         return self.predict_batch([sample or Sample(**kwargs)])[0]
 
+    def predict_many(
+        self, samples: Sequence[Sample], batch_size: int = spec.MAX_REQUEST_BATCH
+    ) -> list[Prediction]:
+        """Classify any number of samples, `batch_size` per request, in order."""
+        out: list[Prediction] = []
+        for start in range(0, len(samples), batch_size):
+            out += self.predict_batch(samples[start : start + batch_size])
+        return out
+
     def predict_batch(self, samples: Sequence[Sample]) -> list[Prediction]:
-        """Classify several samples in one request (at most the ensemble's max batch)."""
+        """Classify several samples in one request (at most spec.MAX_REQUEST_BATCH)."""
+        if len(samples) > spec.MAX_REQUEST_BATCH:
+            raise ClientError(
+                f"{len(samples)} samples in one request; the limit is {spec.MAX_REQUEST_BATCH} "
+                "(use predict_many)",
+                "INVALID_ARGUMENT",
+            )
         for s in samples:
             s.validate()
         n = self.num_classes()

@@ -146,3 +146,13 @@ def test_client_validates_before_sending(client):
     assert info.value.status == "INVALID_ARGUMENT"
     with pytest.raises(ClientError, match="limit"):
         client.predict(Sample(image=b"x" * (spec.LIMITS.max_image_bytes + 1)))
+
+
+def test_predict_many_splits_into_allowed_batches(client, examples):
+    samples = [Sample(image=e.image) for e in examples[: spec.MAX_REQUEST_BATCH + 5]]
+    preds = client.predict_many(samples, batch_size=16)
+    assert len(preds) == len(samples)
+    singles = [client.predict(s) for s in samples[-5:]]  # the last, partial batch
+    assert [p.label for p in preds[-5:]] == [p.label for p in singles]
+    with pytest.raises(ClientError, match="predict_many"):
+        client.predict_batch(samples)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mmtriton import spec
+
 
 @dataclass(frozen=True)
 class BatchPolicy:
@@ -42,4 +44,4 @@ POLICIES: dict[str, BatchPolicy] = {
     "fusion": BatchPolicy(64, (16, 32), 500, cpu_instances=1),
 }
 # The ensemble's own batch limit: what one client request may carry.
-ENSEMBLE_MAX_BATCH = 32
+ENSEMBLE_MAX_BATCH = spec.MAX_REQUEST_BATCH
