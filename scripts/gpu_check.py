@@ -65,10 +65,9 @@ class TrtRunner:
 
 def encoder_inputs(samples, extractor) -> dict[str, list[dict[str, np.ndarray]]]:
     """Preprocessed encoder inputs of every sample, per encoder."""
-    from mmtriton_build.features import audio_mel, image_pixels
-
     from mmtriton import spec
     from mmtriton.preprocess.text import clean_text
+    from mmtriton_build.features import audio_mel, image_pixels
 
     feeds = {"image": [], "text": [], "audio": []}
     for s in samples:
@@ -105,6 +104,13 @@ def main() -> int:
     import pickle
 
     import torch
+
+    from mmtriton import spec
+    from mmtriton.paths import artifacts_dir, model_repository_dir
+    from mmtriton.preprocess.audio import VoiceActivityTrimmer
+    from mmtriton.preprocess.text import TextTokenizer
+    from mmtriton.serving.fusion import NumpyFusion
+    from mmtriton.serving.onnx_encoder import make_session
     from mmtriton_build.config import load_config
     from mmtriton_build.encoders import load_pretrained_encoders
     from mmtriton_build.export.tensorrt import (
@@ -115,13 +121,6 @@ def main() -> int:
     )
     from mmtriton_build.features import FeatureExtractor
     from mmtriton_build.pipeline import BuildPaths, load_audio_encoder
-
-    from mmtriton import spec
-    from mmtriton.paths import artifacts_dir, model_repository_dir
-    from mmtriton.preprocess.audio import VoiceActivityTrimmer
-    from mmtriton.preprocess.text import TextTokenizer
-    from mmtriton.serving.fusion import NumpyFusion
-    from mmtriton.serving.onnx_encoder import make_session
 
     if not torch.cuda.is_available():
         print("error: no CUDA device visible to PyTorch", file=sys.stderr)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .drain import wait_until_idle
+from .drain import DRAIN_FILE_ENV
+from .drain import drain as drain_pipeline
 from .flags import EXIT_TIMEOUT_S, ServerSettings, triton_args
 from .install import backend_directory, install_stub, tritonserver_binary
 
@@ -37,6 +41,15 @@ def shm_regions() -> set[Path]:
     return set(SHM_DIR.glob(SHM_PREFIX + "*")) if SHM_DIR.exists() else set()
 
 
+def mapped_regions(pid: int) -> set[Path]:
+    """The Python-backend regions process `pid` has mapped (its own, not other servers')."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return set()
+    return {Path(m) for m in re.findall(rf"(/dev/shm/{SHM_PREFIX}\S+)", maps)}
+
+
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     """True when GET url answers 200."""
     try:
@@ -54,6 +67,11 @@ class TritonProcess:
     log_path: Path | None = None
     process: subprocess.Popen | None = None
     _shm_before: set[Path] = field(default_factory=set)
+    # Regions seen mapped by this server: on a shared machine other servers' regions come and
+    # go in /dev/shm too, and must be neither reported nor removed.
+    _shm_owned: set[Path] = field(default_factory=set)
+    # While this file exists the first step refuses new requests (see drain.py).
+    drain_file: Path | None = None
     # Regions the server itself left behind at exit (before our clean-up removed them).
     leaked_at_exit: set[Path] = field(default_factory=set)
 
@@ -81,10 +99,12 @@ class TritonProcess:
                 **{**self.settings.__dict__, "backend_directory": str(backend_directory())}
             )
         self._shm_before = shm_regions()
+        self._shm_owned = set()
+        self.drain_file = Path(tempfile.gettempdir()) / f"mmtriton-drain-{uuid.uuid4().hex}"
         out = self.log_path.open("ab") if self.log_path else None
         self.process = subprocess.Popen(
             self.command(),
-            env=server_environment(),
+            env={**server_environment(), DRAIN_FILE_ENV: str(self.drain_file)},
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we forward it
@@ -100,6 +120,7 @@ class TritonProcess:
                     f"ready.\n{self.log_tail()}"
                 )
             if http_ok(f"{self.http_url}/v2/health/ready"):
+                self._shm_owned |= mapped_regions(self.process.pid) if self.process else set()
                 return
             time.sleep(0.25)
         raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s.\n{self.log_tail()}")
@@ -110,8 +131,14 @@ class TritonProcess:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, grace: float = EXIT_TIMEOUT_S + 5, drain: bool = True) -> int | None:
-        """Drain (see drain.py), SIGTERM, and SIGKILL after `grace` seconds.
+    def stop(
+        self,
+        grace: float = EXIT_TIMEOUT_S + 5,
+        drain: bool = True,
+        drain_timeout_s: float = EXIT_TIMEOUT_S,
+    ) -> int | None:
+        """Drain (see drain.py; serving new requests up to `drain_timeout_s`), SIGTERM, and
+        SIGKILL after `grace` seconds.
 
         Removes the shared-memory regions this server left behind. Returns the exit code.
         """
@@ -119,15 +146,19 @@ class TritonProcess:
         if proc is None:
             return None
         if proc.poll() is None:
+            self._shm_owned |= mapped_regions(proc.pid)
             if drain:
-                wait_until_idle(self.metrics_url, timeout_s=EXIT_TIMEOUT_S)
+                drain_pipeline(self.metrics_url, drain_timeout_s, self.drain_file)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        self.leaked_at_exit = shm_regions() - self._shm_before
+        owned = self._shm_owned or shm_regions() - self._shm_before  # never ready: best guess
+        self.leaked_at_exit = {r for r in owned if r.exists()}
+        if self.drain_file is not None:
+            self.drain_file.unlink(missing_ok=True)
         for region in self.leaked_at_exit:
             region.unlink(missing_ok=True)
         return proc.returncode

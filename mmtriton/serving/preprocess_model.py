@@ -7,12 +7,14 @@ fanned-out step leaks in-flight requests in Triton 2.51; see shared notes).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
 from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
+from mmtriton.server.drain import DRAIN_FILE_ENV, draining
 
 from .triton_io import (
     error_response,
@@ -21,6 +23,7 @@ from .triton_io import (
     output_dtypes,
     pb_utils,
     tensor_response,
+    unavailable_response,
 )
 
 
@@ -80,8 +83,11 @@ class PreprocessModel:
             vad_path=version_dir / params["vad_file"],
         )
         self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, inputs=True)
+        self.drain_file = os.environ.get(DRAIN_FILE_ENV)
 
     def execute(self, requests):
+        if draining(self.drain_file):  # shutting down: admit nothing new (see server/drain.py)
+            return [unavailable_response("server is shutting down; retry") for _ in requests]
         start = time.perf_counter()
         responses, batch = [], 0
         for request in requests:

@@ -43,6 +43,12 @@ def error_response(message: str, invalid_argument: bool = True):
     return pb.InferenceResponse(error=pb.TritonError(message, code))
 
 
+def unavailable_response(message: str):
+    """An UNAVAILABLE error response: the server refuses for now; clients may retry."""
+    pb = pb_utils()
+    return pb.InferenceResponse(error=pb.TritonError(message, pb.TritonError.UNAVAILABLE))
+
+
 def tensor_response(arrays: dict[str, np.ndarray], dtypes: dict[str, np.dtype]):
     """A response carrying each array, cast to the dtype the config declares."""
     pb = pb_utils()

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mmtriton_build.examples import load_examples
-from mmtriton_client.client import MultimodalClient, Sample
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mmtriton.paths import PROJECT_ROOT
+from mmtriton_build.examples import load_examples
+from mmtriton_client.client import MultimodalClient, Sample
 
 from ..conftest import free_port, start_triton
 

@@ -18,13 +18,13 @@ import time
 import urllib.request
 
 import pytest
-from mmtriton_build.examples import load_examples
-from mmtriton_client.client import ClientError, MultimodalClient, Sample
 
 from mmtriton import spec
 from mmtriton.observability import metrics as m
 from mmtriton.observability import top
 from mmtriton.observability.prometheus_server import PrometheusServer, all_queries, free_port
+from mmtriton_build.examples import load_examples
+from mmtriton_client.client import ClientError, MultimodalClient, Sample
 
 pytestmark = pytest.mark.integration
 

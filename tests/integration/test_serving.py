@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from mmtriton_build.examples import load_examples
-from mmtriton_build.train import SUBSETS, subset_name
-from mmtriton_client.client import AsyncMultimodalClient, ClientError, MultimodalClient, Sample
 from tritonclient.utils import InferenceServerException
 
 from mmtriton import spec
+from mmtriton_build.examples import load_examples
+from mmtriton_build.train import SUBSETS, subset_name
+from mmtriton_client.client import AsyncMultimodalClient, ClientError, MultimodalClient, Sample
 
 pytestmark = pytest.mark.integration
 

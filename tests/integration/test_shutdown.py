@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+
 from mmtriton_build.examples import load_examples
 from mmtriton_client.client import AsyncMultimodalClient, Sample
 

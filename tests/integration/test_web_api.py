@@ -15,6 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from mmtriton import spec
+from mmtriton.observability.web_metrics import WEB_ERROR_KINDS, WebMetrics
 from mmtriton_build.examples import load_examples
 from mmtriton_client.client import ClientError
 from mmtriton_client.web.command import auth_from_env
@@ -27,11 +32,6 @@ from mmtriton_client.web.handlers import (
     server_detail,
     sketch_png,
 )
-from PIL import Image
-from prometheus_client import CollectorRegistry
-
-from mmtriton import spec
-from mmtriton.observability.web_metrics import WEB_ERROR_KINDS, WebMetrics
 
 from ..conftest import free_port, start_triton
 

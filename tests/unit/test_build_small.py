@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
+
 from mmtriton_build.config import EncoderSettings, FusionSettings, load_config
 from mmtriton_build.pipeline import BuildPaths, build
-from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.slow
 WORDS = {"cat": "cat", "dog": "dog"}

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from mmtriton_build.data import (
     DIGIT_WORDS,
     Clip,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
+from mmtriton import spec
+from mmtriton.paths import model_repository_dir
 from mmtriton_build.export import repository as repo
 from mmtriton_build.export.policy import POLICIES
 from mmtriton_build.export.tensorrt import (
@@ -15,9 +18,6 @@ from mmtriton_build.export.tensorrt import (
     plan_filename,
     trtexec_command,
 )
-
-from mmtriton import spec
-from mmtriton.paths import model_repository_dir
 
 
 def test_committed_configs_match_the_generator() -> None:

@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from mmtriton_build.fusion import EMBED_DIMS, FusionModel, load_fusion, save_fusion
 
 from mmtriton import spec
 from mmtriton.serving.fusion import NumpyFusion
+from mmtriton_build.fusion import EMBED_DIMS, FusionModel, load_fusion, save_fusion
 
 MODES = ("sum", "weighted", "attention")
 SUBSETS = [

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mmtriton_client.client import ClientError, Sample, build_inputs
 
 from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
 from mmtriton.server.flags import ServerSettings, triton_args
 from mmtriton.serving.onnx_encoder import run_batched
 from mmtriton.serving.preprocess_model import request_samples
+from mmtriton_client.client import ClientError, Sample, build_inputs
 
 
 def test_request_samples_fills_absent_modalities() -> None:

@@ -54,8 +54,27 @@ def export_encoder(module: torch.nn.Module, model: ModelSpec, path: Path) -> Pat
             do_constant_folding=True,
             dynamo=False,  # the dynamo exporter fixed batch at 1 for some encoders here
         )
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    proto = onnx.load(str(path))
+    _pin_static_dims(proto, model)
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(proto, full_check=True)
     return path
+
+
+def _pin_static_dims(proto: onnx.ModelProto, model: ModelSpec) -> None:
+    """Write the spec's fixed sizes where the tracer left a symbolic dim (MiniLM's output).
+
+    Triton, TensorRT and the drift test then see the same shapes the spec defines.
+    """
+    tensors = {t.name: t for t in (*model.inputs, *model.outputs)}
+    for value in [*proto.graph.input, *proto.graph.output]:
+        t = tensors.get(value.name)
+        if t is None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for axis, size in enumerate(t.dims, start=1):
+            if size != -1 and not dims[axis].HasField("dim_value"):
+                dims[axis].dim_value = size
 
 
 def onnx_io(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
