@@ -41,10 +41,11 @@ def train_audio_encoder(
     *,
     epochs: int,
     seed: int,
+    num_classes: int = spec.NUM_CLASSES,
 ) -> tuple[AudioEncoder, float]:
     """Train the log-mel CNN; returns the encoder of the best validation epoch and its accuracy."""
     torch.manual_seed(seed)
-    model = AudioClassifier()
+    model = AudioClassifier(num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-3)
     steps = epochs * int(np.ceil(len(mels) / 64))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
