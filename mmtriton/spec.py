@@ -140,6 +140,22 @@ ALL_MODELS: tuple[ModelSpec, ...] = (
 )
 
 
+# Why the first step may reject a sample (InvalidInput.reason; metric label values).
+INPUT_ERROR_REASONS: tuple[str, ...] = (
+    "no_input",
+    "bad_tensor",
+    "image_decode",
+    "image_too_large",
+    "text_encoding",
+    "text_too_long",
+    "audio_decode",
+    "audio_empty",
+    "audio_too_large",
+    "audio_too_long",
+    "audio_sample_rate",
+)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Request limits enforced by the preprocessing step (and checked early by the client)."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from mmtriton import spec
 
+
 # --- names ---------------------------------------------------------------------------------
 MODALITY_REQUESTS = "mmtriton_modality_requests_total"
 PREPROCESS_FAILURES = "mmtriton_preprocess_failures_total"
@@ -49,23 +50,9 @@ PIPELINE_SECONDS_BUCKETS: tuple[float, ...] = (
 PIPELINE_P99_OBJECTIVE_SECONDS = 0.5
 
 # --- label values -------------------------------------------------------------------------
-# Why preprocess rejected a sample: mmtriton.preprocess.errors.REASONS (kept equal by a unit test;
-# not imported, so that `mmtriton top` does not load the decoders) and "internal" for a bug.
+# Why preprocess rejected a sample (spec.INPUT_ERROR_REASONS) and "internal" for a bug.
 # Other slugs are accepted too; these are created at zero when preprocess starts.
-FAILURE_REASONS: tuple[str, ...] = (
-    "no_input",
-    "bad_tensor",
-    "image_decode",
-    "image_too_large",
-    "text_encoding",
-    "text_too_long",
-    "audio_decode",
-    "audio_empty",
-    "audio_too_large",
-    "audio_too_long",
-    "audio_sample_rate",
-    "internal",
-)
+FAILURE_REASONS: tuple[str, ...] = (*spec.INPUT_ERROR_REASONS, "internal")
 OTHER_REASON = "other"
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 

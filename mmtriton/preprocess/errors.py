@@ -6,20 +6,10 @@ else escaping preprocessing is a bug (INTERNAL).
 
 from __future__ import annotations
 
+from mmtriton.spec import INPUT_ERROR_REASONS
+
 # Every machine-readable reason InvalidInput may carry (metrics pre-register these labels).
-REASONS: tuple[str, ...] = (
-    "no_input",
-    "bad_tensor",
-    "image_decode",
-    "image_too_large",
-    "text_encoding",
-    "text_too_long",
-    "audio_decode",
-    "audio_empty",
-    "audio_too_large",
-    "audio_too_long",
-    "audio_sample_rate",
-)
+REASONS: tuple[str, ...] = INPUT_ERROR_REASONS
 
 
 class InvalidInput(ValueError):
