@@ -26,7 +26,6 @@ from typing import Any
 
 from mmtriton import spec
 
-
 # --- names ---------------------------------------------------------------------------------
 MODALITY_REQUESTS = "mmtriton_modality_requests_total"
 PREPROCESS_FAILURES = "mmtriton_preprocess_failures_total"
