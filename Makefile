@@ -42,3 +42,7 @@ test: repository lint
 
 clean:
 	rm -rf artifacts reports
+
+# The served pipeline against in-process baselines (3-5 minutes; see docs/performance.md).
+bench: repository
+	$(MMTRITON) bench --perf-analyzer

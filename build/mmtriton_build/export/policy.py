@@ -33,12 +33,15 @@ class BatchPolicy:
         return max(self.preferred_batch_sizes)
 
 
-# Sizes justified in README.md "Tuning"; the benchmark sweep produced them on 2 cores.
+# Checked by `mmtriton bench --sweep` on 2 cores (docs/performance.md, "Tuning sweep").
 POLICIES: dict[str, BatchPolicy] = {
-    # Decoding is pure Python/numpy: two instances use both cores while an encoder runs.
+    # Decoding is pure Python/numpy: two instances use both cores while an encoder runs
+    # (1 instance measured 0.84-0.91x; 3 instances within noise).
     "preprocess": BatchPolicy(32, (8, 16), 1_000, cpu_instances=2),
-    # Image encoding dominates the compute; batches amortise the per-call overhead.
-    "image_encoder": BatchPolicy(32, (16, 32), 2_000, cpu_instances=1, ort_threads=2),
+    # One ORT thread per encoder: with five models sharing 2 cores, a second intra-op thread
+    # only competes with the other steps (image 2 threads: 0.75x, text 2 threads: 0.66-0.83x).
+    # Batches amortise the per-call overhead; preferred sizes and queue delay were within noise.
+    "image_encoder": BatchPolicy(32, (16, 32), 2_000, cpu_instances=1, ort_threads=1),
     "text_encoder": BatchPolicy(32, (16, 32), 2_000, cpu_instances=1, ort_threads=1),
     "audio_encoder": BatchPolicy(32, (16, 32), 2_000, cpu_instances=1, ort_threads=1),
     "fusion": BatchPolicy(64, (16, 32), 500, cpu_instances=1),

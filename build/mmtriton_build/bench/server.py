@@ -1,0 +1,127 @@
+"""Servers for the benchmark: the shipped repository or a variant written to a temp folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from unittest import mock
+
+from mmtriton.server.flags import ServerSettings
+from mmtriton.server.process import TritonProcess
+
+from ..export import repository as repo_files
+from ..export.policy import BatchPolicy
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(repository: Path, log_dir: Path, timeout_s: float = 180) -> TritonProcess:
+    """A tritonserver on free ports, ready to serve."""
+    settings = ServerSettings(
+        model_repository=str(repository),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = TritonProcess(settings, log_path=log_dir / f"triton-{settings.grpc_port}.log")
+    server.start()
+    try:
+        server.wait_ready(timeout=timeout_s)
+    except Exception:
+        server.stop(drain=False)
+        raise
+    return server
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name sits in parentheses and may contain spaces: split after it.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of one process in kB (0 when it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def process_tree_rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants (tritonserver and its Python stubs), in MB."""
+    tree, total, todo = _children(), 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss_kb(p)
+        todo.extend(tree.get(p, []))
+    return round(total / 1024, 1)
+
+
+def strip_dynamic_batching(config: str) -> str:
+    """The config without its `dynamic_batching { ... }` block (max_batch_size is kept)."""
+    start = config.find("dynamic_batching {")
+    if start < 0:
+        return config
+    depth, i = 0, config.index("{", start)
+    while True:
+        depth += {"{": 1, "}": -1}.get(config[i], 0)
+        i += 1
+        if depth == 0:
+            break
+    return config[:start] + config[i:].lstrip("\n")
+
+
+def variant_configs(
+    labels: list[str],
+    policies: Mapping[str, BatchPolicy] | None = None,
+    dynamic_batching: bool = True,
+) -> dict[str, str]:
+    """The repository's generated files with some policies replaced (and batching optional)."""
+    with mock.patch.dict(repo_files.POLICIES, dict(policies or {})):
+        files = repo_files.generate_configs(labels)
+    if not dynamic_batching:
+        files = {
+            k: strip_dynamic_batching(v) if k.endswith(".pbtxt") else v for k, v in files.items()
+        }
+    return files
+
+
+def write_variant(
+    source: Path,
+    target: Path,
+    policies: Mapping[str, BatchPolicy] | None = None,
+    dynamic_batching: bool = True,
+) -> Path:
+    """A repository in `target`: generated configs, model files symlinked from `source`."""
+    labels = (source / "multimodal" / repo_files.LABEL_FILE).read_text().split()
+    for rel, text in variant_configs(labels, policies, dynamic_batching).items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for version_dir in source.glob("*/1"):
+        dest = target / version_dir.parent.name / "1"
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in version_dir.iterdir():
+            if f.is_file() and not (dest / f.name).exists():
+                os.symlink(f.resolve(), dest / f.name)
+    return target

@@ -1,0 +1,291 @@
+"""`mmtriton bench`: the arithmetic, the serializations, the JSON shape, and one quick real run.
+
+Speed is measured by the benchmark, never asserted here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tritonclient.utils import serialize_byte_tensor
+
+from mmtriton import spec
+from mmtriton_build.bench import command, perf_analyzer, server
+from mmtriton_build.bench.load import LoadPoint, merge
+from mmtriton_build.bench.stats import latency_summary, parse_statistics, percentile, stats_delta
+from mmtriton_build.bench.workload import SUBSETS, mixed_samples
+from mmtriton_build.export import repository as repo_files
+from mmtriton_build.export.policy import POLICIES
+from mmtriton_client.client import Sample
+
+REQUIRED_KEYS = {
+    "limit_rps",
+    "naive_rps",
+    "served",
+    "served_peak_rps",
+    "served_over_limit",
+    "served_over_naive",
+    "unbatched_peak_rps",
+    "server_rss_mb",
+}
+SERVED_KEYS = {"concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "errors"}
+
+
+# ----------------------------------------------------------------------------- percentiles
+
+
+@pytest.mark.parametrize("q", [0, 1, 50, 95, 99, 100])
+def test_percentile_matches_numpy(q) -> None:
+    values = list(np.random.default_rng(q).exponential(10.0, size=137))
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_edges() -> None:
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_latency_summary_is_in_milliseconds() -> None:
+    summary = latency_summary([0.010] * 98 + [0.100, 0.200])
+    assert summary["p50_ms"] == 10.0
+    assert summary["p99_ms"] > summary["p95_ms"] >= 10.0
+    assert latency_summary([]) == {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "mean_ms": 0.0}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _model_stats(name: str, n: int, executions: int, queue_ns: int, infer_ns: int) -> dict:
+    """One model's entry as MessageToJson writes it: 64-bit ints as strings, zeros left out."""
+    timing = {"count": str(n), "ns": str(infer_ns)}
+    entry = {
+        "name": name,
+        "version": "1",
+        "inference_count": str(n),
+        "execution_count": str(executions),
+        "inference_stats": {
+            "success": {"count": str(n), "ns": str(queue_ns + infer_ns)},
+            "fail": {},
+            "queue": {"count": str(n), "ns": str(queue_ns)},
+            "compute_input": {"count": str(n), "ns": "0"},
+            "compute_infer": timing,
+            "compute_output": {"count": str(n)},
+        },
+        "batch_stats": [{"batch_size": "4", "compute_infer": {"count": str(executions)}}],
+    }
+    if n == 0:
+        for key in ("inference_count", "execution_count"):
+            del entry[key]
+        entry["inference_stats"] = {}
+        entry["batch_stats"] = []
+    return entry
+
+
+def test_stats_delta_gives_per_request_phases_and_batch_size() -> None:
+    before = parse_statistics(
+        {"model_stats": [_model_stats("text_encoder", 10, 5, 10_000_000, 20_000_000)]}
+    )
+    after = parse_statistics(
+        {
+            "model_stats": [
+                _model_stats("text_encoder", 50, 15, 50_000_000, 420_000_000),
+                _model_stats("idle", 0, 0, 0, 0),
+            ]
+        }
+    )
+    assert after["idle"]["inference_count"] == 0
+    delta = stats_delta(before, after)
+    assert set(delta) == {"text_encoder"}  # a model without new requests is left out
+    d = delta["text_encoder"]
+    assert d["requests"] == 40 and d["executions"] == 10 and d["avg_batch"] == 4.0
+    assert d["queue_ms"] == pytest.approx(1.0)  # 40 ms over 40 requests
+    assert d["compute_infer_ms"] == pytest.approx(10.0)  # 400 ms over 40 requests
+    assert d["compute_output_ms"] == 0.0
+
+
+def test_stats_delta_of_a_new_model_starts_from_zero() -> None:
+    after = parse_statistics({"model_stats": [_model_stats("fusion", 8, 2, 8_000_000, 0)]})
+    assert stats_delta({}, after)["fusion"]["queue_ms"] == pytest.approx(1.0)
+
+
+def _point(rps: float, latencies: list[float], batch: float) -> LoadPoint:
+    models = {"fusion": {"requests": 10, "executions": 5, "avg_batch": batch, "queue_ms": 1.0}}
+    return LoadPoint(
+        "all three", 8, rps, latency_summary(latencies), 0, {}, len(latencies), models,
+        tuple(latencies), 1.0,
+    )  # fmt: skip
+
+
+def test_merge_pools_windows() -> None:
+    merged = merge([_point(2.0, [0.01, 0.02], 2.0), _point(4.0, [0.03] * 4, 4.0)])
+    assert merged.rps == pytest.approx(3.0)  # six requests in two seconds
+    assert merged.requests == 6
+    assert merged.models["fusion"]["avg_batch"] == pytest.approx(3.0)
+    assert merged.models["fusion"]["requests"] == 20
+
+
+# ----------------------------------------------------------------------------- perf_analyzer
+
+
+def test_bytes_serialization_matches_tritonclient() -> None:
+    for value in (b"seven", bytes(range(256)) * 3):
+        expected = serialize_byte_tensor(np.array([value], dtype=object)).item()
+        assert perf_analyzer.serialize_bytes(value) == expected
+    assert perf_analyzer.serialize_bytes(b"abc") == b"\x03\x00\x00\x00abc"
+    assert perf_analyzer.serialize_bytes(b"") == b"\x00\x00\x00\x00"
+
+
+def test_input_data_encodes_each_present_input() -> None:
+    samples = [Sample(image=b"\x89PNG...", text="seven", audio=b"RIFF..."), Sample(text="two")]
+    data = perf_analyzer.input_data(samples)
+    assert len(data["data"]) == 2
+    first, second = data["data"]
+    assert set(first) == {"IMAGE", "TEXT", "AUDIO"}
+    assert set(second) == {"TEXT"}  # absent modalities are not sent
+    raw = base64.b64decode(first["TEXT"]["b64"])
+    assert raw == len(b"seven").to_bytes(4, "little") + b"seven"
+    assert first["IMAGE"]["shape"] == list(spec.RAW_IMAGE.dims)
+
+
+def test_parse_perf_analyzer_csv() -> None:
+    text = (
+        "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+        "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
+        "p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,request/response,"
+        "response wait\n"
+        "8,71.5,30,900,4000,100,60000,200,20,110000,150000,160000,200000,112000,0,0\n"
+    )
+    (row,) = perf_analyzer.parse_csv(text)
+    assert row["concurrency"] == 8 and row["rps"] == 71.5
+    assert (row["p50_ms"], row["p95_ms"], row["p99_ms"]) == (110.0, 160.0, 200.0)
+    assert row["server_queue_ms"] == 4.0 and row["server_compute_ms"] == 60.3
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def test_unbatched_variant_drops_dynamic_batching_only() -> None:
+    files = server.variant_configs(list(spec.LABELS), dynamic_batching=False)
+    for model in ("preprocess", "image_encoder", "text_encoder", "audio_encoder", "fusion"):
+        text = files[f"{model}/config.pbtxt"]
+        assert "dynamic_batching" not in text and "preferred_batch_size" not in text
+        assert f"max_batch_size: {POLICIES[model].max_batch_size}" in text
+        assert "instance_group" in text and "parameters" in text
+        assert text.count("{") == text.count("}")
+
+
+def test_policy_variant_changes_only_that_model_and_restores_the_policy() -> None:
+    import dataclasses
+
+    changed = {"preprocess": dataclasses.replace(POLICIES["preprocess"], cpu_instances=5)}
+    files = server.variant_configs(list(spec.LABELS), changed)
+    assert "count: 5" in files["preprocess/config.pbtxt"]
+    shipped = repo_files.generate_configs(list(spec.LABELS))
+    assert files["text_encoder/config.pbtxt"] == shipped["text_encoder/config.pbtxt"]
+    assert "count: 5" not in shipped["preprocess/config.pbtxt"]
+
+
+def test_write_variant_links_model_files(tmp_path) -> None:
+    source = tmp_path / "src"
+    for rel, text in repo_files.generate_configs(list(spec.LABELS)).items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text(text)
+    (source / "image_encoder" / "1").mkdir(parents=True)
+    (source / "image_encoder" / "1" / "model.onnx").write_bytes(b"onnx")
+    target = server.write_variant(source, tmp_path / "variant", dynamic_batching=False)
+    linked = target / "image_encoder" / "1" / "model.onnx"
+    assert linked.is_symlink() and linked.read_bytes() == b"onnx"
+    assert "dynamic_batching" not in (target / "fusion" / "config.pbtxt").read_text()
+
+
+def test_process_tree_rss_counts_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        alone = server.rss_kb(os.getpid())
+        assert alone > 0
+        assert server.process_tree_rss_mb(os.getpid()) * 1024 > alone
+    finally:
+        child.kill()
+        child.wait()
+    assert server.rss_kb(child.pid) == 0
+
+
+def test_mixed_samples_cover_every_subset() -> None:
+    full = [Sample(image=b"i", text="t", audio=b"a")] * len(SUBSETS)
+    assert {tuple(s.modalities()) for s in mixed_samples(full)} == set(SUBSETS)
+
+
+# ----------------------------------------------------------------------------- JSON shape
+
+
+def _result() -> dict:
+    served = [
+        {**_point(30.0 * c, [0.05] * 5, 2.0).as_dict(), "concurrency": c, "rps": 30.0 * c}
+        for c in (1, 8)
+    ]
+    return {
+        "limit_rps": 100.0,
+        "naive_rps": 10.0,
+        "served": served,
+        "served_peak_rps": 240.0,
+        "served_over_limit": 2.4,
+        "served_over_naive": 24.0,
+        "unbatched_peak_rps": 50.0,
+        "server_rss_mb": 900.0,
+        "mixed": served[0],
+    }
+
+
+def test_json_view_has_the_required_keys_first() -> None:
+    doc = command.json_view(_result())
+    assert set(list(doc)[: len(REQUIRED_KEYS)]) == REQUIRED_KEYS
+    for point in doc["served"]:
+        assert set(point) == SERVED_KEYS
+    json.dumps(doc)
+
+
+def test_targets_are_judged_from_the_numbers() -> None:
+    t = command.targets(_result())
+    assert t["served_over_limit"]["met"] and t["served_over_naive"]["met"]
+    assert t["c8_p99_over_p50"]["value"] == 1.0 and t["c8_p99_over_p50"]["met"]
+
+
+# ----------------------------------------------------------------------------- a real run
+
+
+@pytest.mark.integration
+def test_quick_bench_against_a_real_server(built_artifacts, tmp_path) -> None:
+    """One `mmtriton bench --quick --json` run: every key present, every rate positive."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmtriton.cli", "bench", "--quick", "--json", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc == json.loads(out.read_text())
+    assert set(doc) >= REQUIRED_KEYS
+    for key in REQUIRED_KEYS - {"served"}:
+        assert doc[key] > 0, key
+    assert doc["served"] and all(set(p) == SERVED_KEYS for p in doc["served"])
+    for point in doc["served"]:
+        assert point["rps"] > 0 and point["p50_ms"] > 0 and point["errors"] == 0
+        assert point["p99_ms"] >= point["p95_ms"] >= point["p50_ms"]
+    assert doc["mixed"]["errors"] == 0
+    models = doc["served_detail"][-1]["models"]
+    assert {"preprocess", "image_encoder", "text_encoder", "audio_encoder", "fusion"} <= set(models)
+    table = command.format_table(doc)  # the human report renders from the JSON too
+    assert "limit" in table and "served_over_naive" in table
