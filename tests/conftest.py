@@ -1,23 +1,16 @@
-"""Shared fixtures: free ports and a real tritonserver on the built model repository."""
+"""Shared fixtures: a real tritonserver on the built model repository."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mmtriton.paths import PROJECT_ROOT, artifacts_dir, model_repository_dir
-from mmtriton.server.flags import ServerSettings
-from mmtriton.server.process import TritonProcess
+from mmtriton.server.process import TritonProcess, free_port, start_on_free_ports
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "start_triton"]  # tests import these from here
 
 
 def require_repository() -> Path:
@@ -30,22 +23,8 @@ def require_repository() -> Path:
 
 def start_triton(log_dir: Path, **overrides) -> TritonProcess:
     """Start a tritonserver on free ports and wait until it is ready."""
-    settings = ServerSettings(
-        model_repository=str(overrides.pop("repository", require_repository())),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        **overrides,
-    )
-    log_dir.mkdir(parents=True, exist_ok=True)
-    server = TritonProcess(settings, log_path=log_dir / f"triton-{settings.grpc_port}.log")
-    server.start()
-    try:
-        server.wait_ready(timeout=180)
-    except Exception:
-        server.stop()
-        raise
-    return server
+    repository = overrides.pop("repository", None) or require_repository()
+    return start_on_free_ports(repository, log_dir, **overrides)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from mmtriton.paths import PROJECT_ROOT
+from mmtriton.server.process import free_port
 
 MONITORING_DIR = PROJECT_ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING_DIR / "prometheus.yml"
@@ -177,13 +177,6 @@ def render_config(
     out = dest_dir / "prometheus.yml"
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- HTTP API ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -162,3 +163,32 @@ class TritonProcess:
         for region in self.leaked_at_exit:
             region.unlink(missing_ok=True)
         return proc.returncode
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_on_free_ports(
+    repository: str | Path, log_dir: Path, timeout_s: float = 180, **overrides
+) -> TritonProcess:
+    """A ready tritonserver on free ports (tests, benchmark, reliability runs)."""
+    settings = ServerSettings(
+        model_repository=str(repository),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        **overrides,
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = TritonProcess(settings, log_path=log_dir / f"triton-{settings.grpc_port}.log")
+    server.start()
+    try:
+        server.wait_ready(timeout=timeout_s)
+    except Exception:
+        server.stop(drain=False)
+        raise
+    return server

@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from unittest import mock
 
-from mmtriton.server.flags import ServerSettings
-from mmtriton.server.process import TritonProcess
+from mmtriton.server.process import TritonProcess, start_on_free_ports
 
 from ..export import repository as repo_files
 from ..export.policy import BatchPolicy
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(repository: Path, log_dir: Path, timeout_s: float = 180) -> TritonProcess:
     """A tritonserver on free ports, ready to serve."""
-    settings = ServerSettings(
-        model_repository=str(repository),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-    )
-    log_dir.mkdir(parents=True, exist_ok=True)
-    server = TritonProcess(settings, log_path=log_dir / f"triton-{settings.grpc_port}.log")
-    server.start()
-    try:
-        server.wait_ready(timeout=timeout_s)
-    except Exception:
-        server.stop(drain=False)
-        raise
-    return server
+    return start_on_free_ports(repository, log_dir, timeout_s)
 
 
 def _children() -> dict[int, list[int]]:
