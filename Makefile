@@ -46,3 +46,12 @@ clean:
 # The served pipeline against in-process baselines (3-5 minutes; see docs/performance.md).
 bench: repository
 	$(MMTRITON) bench --perf-analyzer
+
+# Hostile inputs, overload, faults, a 60 s soak and security checks on real servers (about
+# 3 minutes): writes reports/reliability.json and prints the table (docs/reliability.md).
+reliability: repository
+	$(PY) -m mmtriton_build.reliability
+
+# The soak alone: SOAK_SECONDS of mixed load (default 10 minutes), reports/soak.json.
+soak: repository
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(PY) -m mmtriton_build.reliability --only soak --out reports/soak.json

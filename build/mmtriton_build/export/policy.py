@@ -20,10 +20,13 @@ class BatchPolicy:
     max_queue_delay_us: int
     cpu_instances: int
     gpu_instances: int = 1
-    # Overload protection: beyond this many queued requests Triton rejects at once.
-    max_queue_size: int = 256
-    # A request that waited this long in the queue is rejected instead of served late.
-    queue_timeout_us: int = 5_000_000
+    # Overload protection, first step only (None elsewhere): beyond `max_queue_size` queued
+    # requests Triton rejects at once, and a request that waited `queue_timeout_us` is rejected
+    # instead of served late. A step after the fan-out must never reject: Triton 2.51 then
+    # keeps the ensemble request in flight for good (measured: unanswered calls, a shutdown
+    # that hangs and exits 1, once a segfault).
+    max_queue_size: int | None = None
+    queue_timeout_us: int | None = None
     # ONNX Runtime intra-op threads per CPU instance.
     ort_threads: int = 1
 
@@ -37,7 +40,10 @@ class BatchPolicy:
 POLICIES: dict[str, BatchPolicy] = {
     # Decoding is pure Python/numpy: two instances use both cores while an encoder runs
     # (1 instance measured 0.84-0.91x; 3 instances within noise).
-    "preprocess": BatchPolicy(32, (8, 16), 1_000, cpu_instances=2),
+    # Its queue of 64 is about 1 s of work on 2 cores: overload is refused fast, up front.
+    "preprocess": BatchPolicy(
+        32, (8, 16), 1_000, cpu_instances=2, max_queue_size=64, queue_timeout_us=5_000_000
+    ),
     # One ORT thread per encoder: with five models sharing 2 cores, a second intra-op thread
     # only competes with the other steps (image 2 threads: 0.75x, text 2 threads: 0.66-0.83x).
     # Batches amortise the per-call overhead; preferred sizes and queue delay were within noise.

@@ -63,16 +63,21 @@ def _io(model: ModelSpec, labels_on: str | None = None, dims: dict | None = None
 
 def _batching(p: BatchPolicy) -> str:
     sizes = ", ".join(str(s) for s in p.preferred_batch_sizes)
+    queue = ""
+    if p.max_queue_size is not None:
+        queue = (
+            "  default_queue_policy {\n"
+            "    timeout_action: REJECT\n"
+            f"    default_timeout_microseconds: {p.queue_timeout_us or 0}\n"
+            "    allow_timeout_override: true\n"
+            f"    max_queue_size: {p.max_queue_size}\n"
+            "  }\n"
+        )
     return (
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {sizes} ]\n"
         f"  max_queue_delay_microseconds: {p.max_queue_delay_us}\n"
-        "  default_queue_policy {\n"
-        "    timeout_action: REJECT\n"
-        f"    default_timeout_microseconds: {p.queue_timeout_us}\n"
-        "    allow_timeout_override: true\n"
-        f"    max_queue_size: {p.max_queue_size}\n"
-        "  }\n"
+        f"{queue}"
         "}\n"
     )
 

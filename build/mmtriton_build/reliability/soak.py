@@ -1,0 +1,78 @@
+"""Sustained mixed load: zero errors, and the server's memory (tritonserver + stubs) flat."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Sequence
+
+from mmtriton_client.client import AsyncMultimodalClient, RetryPolicy
+
+from .load import closed_loop, mixed_caller, summarize
+from .procs import tree_rss
+
+SOAK_SECONDS_ENV = "SOAK_SECONDS"
+
+
+def soak_seconds(default: float) -> float:
+    """$SOAK_SECONDS when set, else `default`."""
+    return float(os.environ.get(SOAK_SECONDS_ENV) or default)
+
+
+async def _soak(url: str, server_pid: int, examples, seconds, workers, pace_s, bad_every):
+    end = time.monotonic() + seconds
+    samples: list[tuple[float, int]] = []
+
+    async def sample_rss():
+        start = time.monotonic()
+        while time.monotonic() < end:
+            samples.append((time.monotonic() - start, tree_rss(server_pid)))
+            await asyncio.sleep(1.0)
+
+    # No retries: in a soak every UNAVAILABLE is an error to see, not to hide.
+    async with AsyncMultimodalClient(url, retry=RetryPolicy(attempts=1)) as client:
+        await client.num_classes()
+        call = mixed_caller(client, examples, bad_every=bad_every)
+        outcomes, _ = await asyncio.gather(
+            closed_loop(call, workers, lambda: time.monotonic() >= end, pace_s), sample_rss()
+        )
+    return outcomes, samples
+
+
+def run_soak(
+    url: str,
+    server_pid: int,
+    examples: Sequence,
+    seconds: float,
+    workers: int = 4,
+    pace_s: float = 0.1,
+    bad_every: int = 25,
+    warmup_fraction: float = 0.25,
+) -> dict:
+    """Closed-loop mixed load (every modality subset, batches of 4, a corrupt image every
+    `bad_every` requests that must be refused) for `seconds`, sampling RSS every second.
+
+    Growth compares the median RSS of the 3 samples right after warm-up with the median of the
+    last 3 samples. Errors are all outcomes other than answers and the expected refusals.
+    """
+    outcomes, samples = asyncio.run(
+        _soak(url, server_pid, examples, seconds, workers, pace_s, bad_every)
+    )
+    summary = summarize(outcomes)
+    warm = [rss for t, rss in samples if t >= seconds * warmup_fraction]
+    base = statistics.median(warm[:3]) if len(warm) >= 6 else None
+    last = statistics.median(warm[-3:]) if len(warm) >= 6 else None
+    return {
+        "seconds": seconds,
+        "workers": workers,
+        **summary,
+        "errors_total": summary["requests"] - summary["ok"],
+        "bad_inputs_refused": sum(o.kind == "ok" and o.correct is None for o in outcomes),
+        "achieved_rps": round(len(outcomes) / seconds, 1),
+        "rss_mb_after_warmup": None if base is None else round(base / 2**20, 1),
+        "rss_mb_end": None if last is None else round(last / 2**20, 1),
+        "rss_mb_max": round(max(r for _, r in samples) / 2**20, 1) if samples else None,
+        "rss_growth_pct": None if base is None else round((last - base) / base * 100, 2),
+    }
