@@ -172,23 +172,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_on_free_ports(
-    repository: str | Path, log_dir: Path, timeout_s: float = 180, **overrides
-) -> TritonProcess:
-    """A ready tritonserver on free ports (tests, benchmark, reliability runs)."""
-    settings = ServerSettings(
-        model_repository=str(repository),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        **overrides,
-    )
+def launch_ready(settings: ServerSettings, log_dir: Path, timeout_s: float = 180) -> TritonProcess:
+    """Start a tritonserver with these settings and wait until ready (stopped on failure)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     server = TritonProcess(settings, log_path=log_dir / f"triton-{settings.grpc_port}.log")
     server.start()
     try:
         server.wait_ready(timeout=timeout_s)
     except Exception:
-        server.stop(drain=False)
+        server.stop(drain=False, grace=5)
         raise
     return server
+
+
+def start_on_free_ports(
+    repository: str | Path, log_dir: Path, timeout_s: float = 180, **overrides
+) -> TritonProcess:
+    """A ready tritonserver on free ports (tests, benchmark, reliability runs)."""
+    settings = ServerSettings(
+        model_repository=str(repository),
+        http_port=overrides.pop("http_port", None) or free_port(),
+        grpc_port=overrides.pop("grpc_port", None) or free_port(),
+        metrics_port=overrides.pop("metrics_port", None) or free_port(),
+        **overrides,
+    )
+    return launch_ready(settings, log_dir, timeout_s)

@@ -145,7 +145,7 @@ def run_web_hostile(triton_url: str, ref_examples: Sequence, folder: Path) -> di
         from mmtriton_client.web.app import WebSettings, launch
     except ImportError:
         return None
-    from .servers import free_port
+    from mmtriton.server.process import free_port
 
     with MultimodalClient(triton_url) as client:
         ref = choose_reference(client, ref_examples)

@@ -5,48 +5,31 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
 
 from mmtriton.paths import model_repository_dir
 from mmtriton.server.flags import ServerSettings
-from mmtriton.server.process import TritonProcess, http_ok
+from mmtriton.server.process import (
+    TritonProcess,
+    http_ok,
+    launch_ready,
+    start_on_free_ports,
+)
 
 from .procs import dead_stubs, stub_instances
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (loopback)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(log_dir: Path, **overrides) -> TritonProcess:
-    """A tritonserver on free loopback ports, started and ready (stopped again on failure)."""
-    settings = ServerSettings(
-        model_repository=str(overrides.pop("repository", model_repository_dir())),
-        http_port=overrides.pop("http_port", None) or free_port(),
-        grpc_port=overrides.pop("grpc_port", None) or free_port(),
-        metrics_port=overrides.pop("metrics_port", None) or free_port(),
-        **overrides,
-    )
-    return launch(settings, log_dir)
+    """A tritonserver on free loopback ports (or the ports given), started and ready."""
+    repository = overrides.pop("repository", model_repository_dir())
+    return start_on_free_ports(repository, log_dir, **overrides)
 
 
 def launch(settings: ServerSettings, log_dir: Path, timeout_s: float = 180) -> TritonProcess:
     """Start a tritonserver with exactly these settings and wait until it is ready."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    server = TritonProcess(settings, log_path=log_dir / f"triton-{settings.grpc_port}.log")
-    server.start()
-    try:
-        server.wait_ready(timeout=timeout_s)
-    except Exception:
-        server.stop(drain=False, grace=5)
-        raise
-    return server
+    return launch_ready(settings, log_dir, timeout_s)
 
 
 def kill_hard(server: TritonProcess) -> int:
