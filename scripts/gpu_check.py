@@ -107,20 +107,16 @@ def main() -> int:
 
     from mmtriton import spec
     from mmtriton.paths import artifacts_dir, model_repository_dir
-    from mmtriton.preprocess.audio import VoiceActivityTrimmer
-    from mmtriton.preprocess.text import TextTokenizer
     from mmtriton.serving.fusion import NumpyFusion
     from mmtriton.serving.onnx_encoder import make_session
     from mmtriton_build.config import load_config
-    from mmtriton_build.encoders import load_pretrained_encoders
     from mmtriton_build.export.tensorrt import (
         build_engine,
         cache_key,
         detect_gpu,
         file_sha256,
     )
-    from mmtriton_build.features import FeatureExtractor
-    from mmtriton_build.pipeline import BuildPaths, load_audio_encoder
+    from mmtriton_build.pipeline import BuildPaths, load_encoders, make_extractor
 
     if not torch.cuda.is_available():
         print("error: no CUDA device visible to PyTorch", file=sys.stderr)
@@ -146,18 +142,10 @@ def main() -> int:
         plans[m] = plan
         print(f"{model.name}: engine {plan.name} ({build_s[m]:.1f} s)")
 
-    modules = load_pretrained_encoders(config.encoders)
-    modules["audio"] = load_audio_encoder(paths)
+    modules = load_encoders(config, paths)
     with paths.splits.open("rb") as f:
         samples = pickle.load(f)["test"][: args.samples]
-    extractor = FeatureExtractor(
-        modules["image"],
-        modules["text"],
-        modules["audio"],
-        mnist=np.load(paths.data / "images.npy"),
-        tokenizer=TextTokenizer(),
-        trimmer=VoiceActivityTrimmer(),
-    )
+    extractor = make_extractor(paths, modules)
     feeds = encoder_inputs(samples, extractor)
     trt_runners = {m: TrtRunner(p) for m, p in plans.items()}
     ort = {

@@ -230,23 +230,35 @@ def load_audio_encoder(paths: BuildPaths):
     return encoder.eval()
 
 
-def _make_features(config: BuildConfig, paths: BuildPaths) -> None:
+def load_encoders(config: BuildConfig, paths: BuildPaths) -> dict:
+    """All three encoders: the pretrained ones from the config and the trained audio CNN."""
+    from .encoders import load_pretrained_encoders
+
+    encoders = load_pretrained_encoders(config.encoders)
+    encoders["audio"] = load_audio_encoder(paths)
+    return encoders
+
+
+def make_extractor(paths: BuildPaths, encoders: dict):
+    """A FeatureExtractor over the built data, with the serving preprocessing state."""
     from mmtriton.preprocess.audio import VoiceActivityTrimmer
     from mmtriton.preprocess.text import TextTokenizer
 
-    from .encoders import load_pretrained_encoders
     from .features import FeatureExtractor
 
-    splits = _load_splits(paths)
-    encoders = load_pretrained_encoders(config.encoders)
-    extractor = FeatureExtractor(
+    return FeatureExtractor(
         encoders["image"],
         encoders["text"],
-        load_audio_encoder(paths),
+        encoders["audio"],
         mnist=np.load(paths.data / "images.npy"),
         tokenizer=TextTokenizer(),
         trimmer=VoiceActivityTrimmer(),
     )
+
+
+def _make_features(config: BuildConfig, paths: BuildPaths) -> None:
+    splits = _load_splits(paths)
+    extractor = make_extractor(paths, load_encoders(config, paths))
     plan = {
         "train": ("train", False),
         "train_degraded": ("train", True),

@@ -15,7 +15,7 @@ from mmtriton import spec
 from mmtriton.paths import artifacts_dir, model_repository_dir
 
 from ..config import DEFAULT_CONFIG, BuildConfig, load_config
-from ..pipeline import BuildPaths, load_audio_encoder
+from ..pipeline import BuildPaths, load_encoders, make_extractor
 from ..steps import StepRunner, fingerprint
 from . import repository as repo_files
 from .onnx_export import OPSET, export_encoder
@@ -30,17 +30,9 @@ def onnx_paths(paths: BuildPaths) -> dict[str, Path]:
     return {m: paths.root / "onnx" / f"{model.name}.onnx" for m, model in spec.ENCODERS.items()}
 
 
-def _encoders(config: BuildConfig, paths: BuildPaths) -> dict:
-    from ..encoders import load_pretrained_encoders
-
-    modules = load_pretrained_encoders(config.encoders)
-    modules["audio"] = load_audio_encoder(paths)
-    return modules
-
-
 def export_onnx(config: BuildConfig, paths: BuildPaths) -> None:
     """Export the three encoders."""
-    modules = _encoders(config, paths)
+    modules = load_encoders(config, paths)
     for m, path in onnx_paths(paths).items():
         export_encoder(modules[m], spec.ENCODERS[m], path)
         print(f"  {path.name}: {path.stat().st_size / 1e6:.1f} MB, onnx.checker clean")
@@ -48,27 +40,17 @@ def export_onnx(config: BuildConfig, paths: BuildPaths) -> None:
 
 def check_parity(config: BuildConfig, paths: BuildPaths, report_path: Path) -> dict:
     """Write and return the parity report; raises SystemExit if a check fails."""
-    from mmtriton.preprocess.audio import VoiceActivityTrimmer
-    from mmtriton.preprocess.text import TextTokenizer
-
-    from ..features import FeatureExtractor, SplitFeatures
+    from ..features import SplitFeatures
     from ..fusion import load_fusion
 
-    modules = _encoders(config, paths)
+    modules = load_encoders(config, paths)
     sessions_paths = onnx_paths(paths)
     from mmtriton.serving.onnx_encoder import make_session
 
     report: dict = {"tolerance": TOLERANCE, "opset": OPSET, "encoders": {}}
     with paths.splits.open("rb") as f:
         test_samples = pickle.load(f)["test"]
-    extractor = FeatureExtractor(
-        modules["image"],
-        modules["text"],
-        modules["audio"],
-        mnist=np.load(paths.data / "images.npy"),
-        tokenizer=TextTokenizer(),
-        trimmer=VoiceActivityTrimmer(),
-    )
+    extractor = make_extractor(paths, modules)
     onnx_emb = onnx_test_embeddings(sessions_paths, test_samples, extractor)
     torch_feats = SplitFeatures.load(paths.feature_file("test"))
     for m, path in sessions_paths.items():
