@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 PROFILES = ("cpu", "gpu")
 
+# The ports every deployment uses unless told otherwise: Triton's three, and the supervisor's
+# health endpoint (`mmtriton serve`: /ready, /live, /status) that Kubernetes probes.
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
+
 # Each Python-backend instance maps a region of this size in /dev/shm; it grows on demand.
 PYTHON_SHM_DEFAULT_BYTES = 8 * 1024 * 1024
 PYTHON_SHM_GROWTH_BYTES = 8 * 1024 * 1024
@@ -30,9 +34,11 @@ class ServerSettings:
 
     model_repository: str
     profile: str = "cpu"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    http_port: int = DEFAULT_PORTS["http"]
+    grpc_port: int = DEFAULT_PORTS["grpc"]
+    metrics_port: int = DEFAULT_PORTS["metrics"]
+    # Served by `mmtriton serve` itself, not by tritonserver (see supervisor.py).
+    health_port: int = DEFAULT_PORTS["health"]
     backend_directory: str | None = None
     # Optional gRPC TLS (Triton offers TLS on gRPC only): PEM file paths.
     tls_cert: str | None = None
@@ -92,4 +98,27 @@ def triton_args(settings: ServerSettings) -> list[str]:
         ]
         if settings.tls_root_cert:
             args += [f"--grpc-root-cert={settings.tls_root_cert}", "--grpc-use-ssl-mutual=true"]
+    return args
+
+
+def serve_args(settings: ServerSettings, admin_key_file: str | None = None) -> list[str]:
+    """The `mmtriton serve` options that reproduce `settings` (the Kubernetes container args).
+
+    The admin key never appears on a command line: pass `admin_key_file` (a mounted Secret),
+    or the server draws a random key at start.
+    """
+    args = [
+        f"--profile={settings.profile}",
+        f"--repository={settings.model_repository}",
+        f"--http-port={settings.http_port}",
+        f"--grpc-port={settings.grpc_port}",
+        f"--metrics-port={settings.metrics_port}",
+        f"--health-port={settings.health_port}",
+    ]
+    if settings.tls_cert:
+        args += [f"--tls-cert={settings.tls_cert}", f"--tls-key={settings.tls_key}"]
+        if settings.tls_root_cert:
+            args.append(f"--tls-root-cert={settings.tls_root_cert}")
+    if admin_key_file:
+        args.append(f"--admin-key-file={admin_key_file}")
     return args

@@ -12,6 +12,7 @@ from PIL import Image
 
 from mmtriton.preprocess.audio import open_audio
 from mmtriton.preprocess.errors import InvalidInput
+from mmtriton.server.procs import children, dead_stubs, read_proc, tree_rss
 from mmtriton_build.reliability.load import error_kind
 from mmtriton_build.reliability.payloads import (
     Reference,
@@ -20,7 +21,6 @@ from mmtriton_build.reliability.payloads import (
     gif_claiming,
     png_claiming,
 )
-from mmtriton_build.reliability.procs import children, dead_stubs, read_proc, tree_rss
 from mmtriton_build.reliability.report import summarize_report, table
 
 

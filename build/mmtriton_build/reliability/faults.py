@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmtriton.server.process import TritonProcess
+from mmtriton.server.procs import stub_instances
 from mmtriton_client.client import AsyncMultimodalClient, RetryPolicy
 
 from .load import Outcome, closed_loop, mixed_caller, summarize
-from .procs import stub_instances
 from .servers import StubWatchdog, is_ready, kill_hard, restart
 
 RETRYING = RetryPolicy(attempts=12, initial_backoff_s=0.2, max_backoff_s=1.0)

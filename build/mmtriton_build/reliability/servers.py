@@ -17,8 +17,7 @@ from mmtriton.server.process import (
     launch_ready,
     start_on_free_ports,
 )
-
-from .procs import dead_stubs, stub_instances
+from mmtriton.server.procs import dead_stubs, stub_instances
 
 
 def start_server(log_dir: Path, **overrides) -> TritonProcess:

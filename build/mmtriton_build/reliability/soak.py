@@ -8,10 +8,10 @@ import statistics
 import time
 from collections.abc import Sequence
 
+from mmtriton.server.procs import tree_rss
 from mmtriton_client.client import AsyncMultimodalClient, RetryPolicy
 
 from .load import closed_loop, mixed_caller, summarize
-from .procs import tree_rss
 
 SOAK_SECONDS_ENV = "SOAK_SECONDS"
 
