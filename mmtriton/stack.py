@@ -1,6 +1,8 @@
 """`mmtriton up` (what `make run` runs): Triton, the web page and a local Prometheus.
 
-Ctrl-C stops everything: the web page first, then Triton drains its in-flight requests.
+Triton runs under the same supervisor as `mmtriton serve` (healed when a step dies). Ctrl-C
+stops everything: the web page first, then Triton drains its in-flight requests; every child
+dies with this process if it is killed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ import sys
 from pathlib import Path
 
 from mmtriton.paths import artifacts_dir
-from mmtriton.server.launcher import add_server_arguments, start_server, wait_for_signal
+from mmtriton.server.launcher import (
+    add_server_arguments,
+    start_supervised,
+    stop_on_signals,
+    stop_supervised,
+)
+from mmtriton.server.process import tied_to_this_process
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,13 +44,19 @@ def _start_web(args: argparse.Namespace, grpc_port: int) -> subprocess.Popen:
         "--port",
         str(args.web_port),
     ]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=tied_to_this_process()
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `mmtriton up`."""
-    server = start_server(args)
+    stop = stop_on_signals()
+    supervisor = start_supervised(args, stop)
+    server = supervisor.server
+    assert server is not None
     web = prometheus = None
+    healthy = True
     try:
         if not args.no_web:
             web = _start_web(args, server.settings.grpc_port)
@@ -62,17 +76,15 @@ def run(args: argparse.Namespace) -> int:
                 prometheus.start()
                 print(f"prometheus: http://localhost:{args.prometheus_port}", flush=True)
         print("press Ctrl-C to stop", flush=True)
-        wait_for_signal()
+        healthy = supervisor.run()  # heals tritonserver until Ctrl-C
     finally:
         if prometheus is not None:
-            prometheus.stop()
+            prometheus.stop(timeout_s=5.0)
         if web is not None:
             web.terminate()
             try:
-                web.wait(timeout=10)
+                web.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 web.kill()
-        print("stopping tritonserver (draining in-flight requests)...", flush=True)
-        code = server.stop()
-        print(f"stopped (tritonserver exit code {code})", flush=True)
-    return 0
+        stop_supervised(supervisor)
+    return 0 if healthy else 1

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from mmtriton.paths import PROJECT_ROOT
-from mmtriton.server.process import free_port
+from mmtriton.server.process import free_port, tied_to_this_process
 
 MONITORING_DIR = PROJECT_ROOT / "monitoring"
 PROMETHEUS_CONFIG = MONITORING_DIR / "prometheus.yml"
@@ -293,7 +293,11 @@ class PrometheusServer:
         ]
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=tied_to_this_process(),  # never outlives `mmtriton up`
         )
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:

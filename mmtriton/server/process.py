@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
 import signal
@@ -9,10 +11,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +53,59 @@ def mapped_regions(pid: int) -> set[Path]:
     except OSError:
         return set()
     return {Path(m) for m in re.findall(rf"(/dev/shm/{SHM_PREFIX}\S+)", maps)}
+
+
+def mapped_anywhere() -> set[Path]:
+    """Python-backend regions mapped by any live process on this machine."""
+    mapped: set[Path] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            mapped |= mapped_regions(int(entry.name))
+    return mapped
+
+
+def remove_stale_regions(min_age_s: float = 30.0) -> list[Path]:
+    """Remove regions no live process maps: left by a server that was SIGKILLed.
+
+    Regions younger than `min_age_s` are spared: a server starting right now may have created
+    one an instant before mapping it.
+    """
+    now = time.time()
+    candidates = []
+    for region in shm_regions():
+        try:
+            if now - region.stat().st_mtime >= min_age_s:
+                candidates.append(region)
+        except OSError:
+            continue
+    if not candidates:
+        return []
+    in_use = mapped_anywhere()
+    removed = [r for r in candidates if r not in in_use]
+    for region in removed:
+        region.unlink(missing_ok=True)
+    return removed
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the parent thread dies (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def tied_to_this_process() -> Callable[[], None] | None:
+    """A preexec_fn that ties a child's life to this process, or None where it would not.
+
+    The kernel sends the signal when the *thread* that forked the child exits, so it is only
+    safe from the main thread (which lives as long as the process): a child started from a
+    worker thread would be killed when that thread ends.
+    """
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    return _die_with_parent
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -101,20 +158,36 @@ class TritonProcess:
             )
         self._shm_before = shm_regions()
         self._shm_owned = set()
-        self.drain_file = Path(tempfile.gettempdir()) / f"mmtriton-drain-{uuid.uuid4().hex}"
+        # A deployment names the flag file (the preStop hook's `mmtriton drain` raises the same
+        # one); otherwise each server gets its own, so servers on one machine never share it.
+        configured = os.environ.get(DRAIN_FILE_ENV)
+        self.drain_file = (
+            Path(configured)
+            if configured
+            else Path(tempfile.gettempdir()) / f"mmtriton-drain-{uuid.uuid4().hex}"
+        )
+        self.drain_file.unlink(missing_ok=True)  # a new server serves until told otherwise
         out = self.log_path.open("ab") if self.log_path else None
         self.process = subprocess.Popen(
             self.command(),
             env={**server_environment(), DRAIN_FILE_ENV: str(self.drain_file)},
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we forward it
+            # Ctrl-C in a terminal reaches us, and we forward it as a drain; and the server
+            # must not outlive us holding the ports (SIGKILL of the launcher).
+            start_new_session=True,
+            preexec_fn=tied_to_this_process(),
         )
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        """Block until /v2/health/ready answers 200; raise with the log's tail if it dies."""
+    def wait_ready(self, timeout: float = 180.0, tick: Callable[[], None] | None = None) -> None:
+        """Block until /v2/health/ready answers 200; raise with the log's tail if it dies.
+
+        `tick` is called on every poll (the supervisor's heartbeat while it waits).
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if tick is not None:
+                tick()
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(
                     f"tritonserver exited with code {self.process.returncode} before it was "
@@ -156,13 +229,33 @@ class TritonProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        self._clean_up()
+        return proc.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL the server and its stubs (its process group) at once, then clean up.
+
+        For a server that cannot stop gracefully: after a stub died, Triton's ensemble counts
+        the failed requests as in flight forever and a SIGTERM waits out every timeout.
+        """
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            self._shm_owned |= mapped_regions(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        self._clean_up()
+        return proc.returncode
+
+    def _clean_up(self) -> None:
         owned = self._shm_owned or shm_regions() - self._shm_before  # never ready: best guess
         self.leaked_at_exit = {r for r in owned if r.exists()}
         if self.drain_file is not None:
             self.drain_file.unlink(missing_ok=True)
         for region in self.leaked_at_exit:
             region.unlink(missing_ok=True)
-        return proc.returncode
 
 
 def free_port() -> int:
