@@ -27,65 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 AGREEMENT_TARGET = 0.999
 
 
-class TrtRunner:
-    """Runs one serialized engine on CUDA tensors (TensorRT 10 tensor-address API)."""
-
-    def __init__(self, plan: Path) -> None:
-        import tensorrt as trt
-        import torch
-
-        self.torch = torch
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
-            plan.read_bytes()
-        )
-        self.context = self.engine.create_execution_context()
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [
-            n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
-        ]
-        self.outputs = [n for n in self.names if n not in self.inputs]
-        self.stream = torch.cuda.Stream()
-
-    def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self.torch
-        bufs = {}
-        for name in self.inputs:
-            t = torch.from_numpy(np.ascontiguousarray(feed[name])).cuda()
-            bufs[name] = t
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            bufs[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address(name, bufs[name].data_ptr())
-        self.context.execute_async_v3(self.stream.cuda_stream)
-        self.stream.synchronize()
-        return {n: bufs[n].cpu().numpy() for n in self.outputs}
-
-
-def encoder_inputs(samples, extractor) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Preprocessed encoder inputs of every sample, per encoder."""
-    from mmtriton import spec
-    from mmtriton.preprocess.text import clean_text
-    from mmtriton_build.features import audio_mel, image_pixels
-
-    feeds = {"image": [], "text": [], "audio": []}
-    for s in samples:
-        feeds["image"].append(
-            {spec.IMAGE_PIXELS.name: image_pixels(s, extractor.mnist, None)[None]}
-        )
-        ids, mask = extractor.tokenizer.encode([clean_text(s.text or "")])
-        feeds["text"].append({spec.TEXT_INPUT_IDS.name: ids, spec.TEXT_ATTENTION_MASK.name: mask})
-        feeds["audio"].append({spec.AUDIO_MEL.name: audio_mel(s, extractor.trimmer, None)[None]})
-    return feeds
-
-
-def batched(feeds: list[dict[str, np.ndarray]], size: int):
-    for start in range(0, len(feeds), size):
-        chunk = feeds[start : start + size]
-        yield {k: np.concatenate([f[k] for f in chunk]) for k in chunk[0]}
-
-
 def timeit(fn, feed, repeats: int = 20) -> float:
     fn(feed)
     start = time.perf_counter()
@@ -103,6 +44,7 @@ def main() -> int:
 
     import pickle
 
+    import tensorrt as trt
     import torch
 
     from mmtriton import spec
@@ -110,12 +52,9 @@ def main() -> int:
     from mmtriton.serving.fusion import NumpyFusion
     from mmtriton.serving.onnx_encoder import make_session
     from mmtriton_build.config import load_config
-    from mmtriton_build.export.tensorrt import (
-        build_engine,
-        cache_key,
-        detect_gpu,
-        file_sha256,
-    )
+    from mmtriton_build.export.gpu import detect_gpu
+    from mmtriton_build.export.tensorrt import build_engines, trtexec_on_path
+    from mmtriton_build.export.trt_runner import TrtRunner, batched, encoder_inputs
     from mmtriton_build.pipeline import BuildPaths, load_encoders, make_extractor
 
     if not torch.cuda.is_available():
@@ -126,21 +65,18 @@ def main() -> int:
     paths = BuildPaths(root)
     config = load_config()
     print(
-        f"GPU {torch.cuda.get_device_name()} (sm {gpu.compute_capability}), "
-        f"TensorRT {gpu.trt_version}"
+        f"GPU {torch.cuda.get_device_name()} (sm {gpu.compute_capability}, MIG {gpu.mig_profile})"
     )
 
-    plans, build_s = {}, {}
-    for m, model in spec.ENCODERS.items():
-        onnx_path = repo / model.name / "1" / "model.onnx"
-        key = cache_key(file_sha256(onnx_path), gpu.compute_capability, gpu.trt_version)
-        plan = root / "engines" / model.name / f"{key}.plan"
-        start = time.perf_counter()
-        if not plan.exists():
-            build_engine(onnx_path, plan, model, timing_cache=root / "engines" / "timing.cache")
-        build_s[m] = time.perf_counter() - start
-        plans[m] = plan
-        print(f"{model.name}: engine {plan.name} ({build_s[m]:.1f} s)")
+    start = time.perf_counter()
+    links = build_engines(repo, root / "engines", trtexec=trtexec_on_path())
+    build_s = {m: time.perf_counter() - start for m in spec.ENCODERS}  # all engines together
+    plans = {
+        m: next(p.resolve() for p in links if p.parent.parent.name == model.name)
+        for m, model in spec.ENCODERS.items()
+    }
+    for m, plan in plans.items():
+        print(f"{spec.ENCODERS[m].name}: engine {plan.name}")
 
     modules = load_encoders(config, paths)
     with paths.splits.open("rb") as f:
@@ -210,7 +146,7 @@ def main() -> int:
             {
                 "gpu": torch.cuda.get_device_name(),
                 "compute_capability": gpu.compute_capability,
-                "tensorrt": gpu.trt_version,
+                "tensorrt": trt.__version__,
                 "engine_build_s": build_s,
                 "timings": rows,
                 "top1_agreement": agreement,

@@ -157,10 +157,10 @@ def run(args: argparse.Namespace) -> int:
     repo = args.repository or model_repository_dir()
     export(load_config(args.config), root, repo, force=args.force)
     if args.trt:
-        from .tensorrt import TensorRTUnavailable, build_repository_engines
+        from .tensorrt import ENGINE_ERRORS, build_engines, trtexec_on_path
 
         try:
-            build_repository_engines(repo, args.cache_dir or root / "engines")
-        except TensorRTUnavailable as exc:
+            build_engines(repo, args.cache_dir or root / "engines", trtexec=trtexec_on_path())
+        except ENGINE_ERRORS as exc:
             raise SystemExit(f"error: --trt needs a GPU node: {exc}") from exc
     return 0
