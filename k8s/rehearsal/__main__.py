@@ -1,0 +1,67 @@
+"""`python -m k8s.rehearsal`: play an overlay's pods here; exit 0 when it behaved as expected.
+
+python -m k8s.rehearsal --overlay cpu --heal           # Ready, answers, heals
+python -m k8s.rehearsal --overlay gpu --expect gpu-missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .scenario import Options, rehearse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m k8s.rehearsal", description=__doc__)
+    parser.add_argument("--overlay", default="cpu", help="k8s/overlays/<name> (default cpu)")
+    parser.add_argument(
+        "--expect",
+        choices=("ready", "gpu-missing"),
+        default=None,
+        help="ready: every pod Ready and correct answers; gpu-missing: the GPU pod stops at "
+        "its first GPU step with a message naming the missing GPU (default: gpu-missing for "
+        "the gpu overlay, ready otherwise)",
+    )
+    parser.add_argument("--pods", nargs="*", default=[], help="workload names (default: all)")
+    parser.add_argument("--samples", type=int, default=32, help="held-out samples to send")
+    parser.add_argument("--min-accuracy", type=float, default=0.95)
+    parser.add_argument(
+        "--heal", action="store_true", help="also kill a stub and freeze the container (issue 13)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the pods' temp dirs")
+    parser.add_argument(
+        "--rendered", type=Path, help="play this rendered YAML instead of rendering the overlay"
+    )
+    parser.add_argument("--json", type=Path, help="write the summary here as well")
+    args = parser.parse_args(argv)
+    expect = args.expect or ("gpu-missing" if args.overlay == "gpu" else "ready")
+    summary = rehearse(
+        Options(
+            overlay=args.overlay,
+            expect=expect,
+            pods=args.pods,
+            samples=args.samples,
+            min_accuracy=args.min_accuracy,
+            heal=args.heal,
+            keep=args.keep,
+        )
+    )
+    path = args.json or Path(summary["logs"]) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    short = {k: v for k, v in summary.items() if k != "events"}
+    print("\n== summary (" + str(path) + ")")
+    print(json.dumps(short, indent=2, default=str))
+    verdict = "as expected" if summary["ok"] else "NOT as expected"
+    print(
+        f"\nrehearsal of overlay {args.overlay} (expect {expect}): {verdict}: "
+        f"{summary.get('outcome') or summary.get('error')}"
+    )
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""What a rehearsal checks for an overlay: the pods come up (or stop where expected), real
+answers come back through the Service port, and the self-healing paths behave.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .events import Events
+from .expand import EnvError
+from .kubelet import ContainerRunner, PodRunner, run_check
+from .manifests import Manifests, load, render
+from .plan import Node, PodPlan
+from .volumes import VolumeError, cleanup_memory_dirs
+
+ROOT = Path(__file__).resolve().parents[2]
+STUB_BINARY = "triton_python_backend_stub"
+GPU_WORDS = re.compile(r"\bGPU\b|nvidia", re.IGNORECASE)
+
+
+@dataclass
+class Options:
+    overlay: str = "cpu"
+    expect: str = "ready"  # ready | gpu-missing
+    pods: list[str] = field(default_factory=list)  # workload names; empty: all
+    samples: int = 32
+    min_accuracy: float = 0.95
+    heal: bool = False
+    keep: bool = False
+    ready_timeout_s: float = 300.0
+    out_dir: Path | None = None
+    rendered: Path | None = None  # a pre-rendered YAML stream instead of the overlay dir
+
+
+# -- inference through the Service ------------------------------------------------------------
+def held_out_samples(n: int) -> list:
+    """n test-split examples that carry all three modalities (the harness may use build code)."""
+    from mmtriton.paths import artifacts_dir
+    from mmtriton_build.examples import load_examples
+
+    picked: list = []
+    for example in load_examples(artifacts_dir(), max(4 * n, 64)):
+        if example.image and example.text and example.audio:
+            picked.append(example)
+        if len(picked) == n:
+            break
+    if len(picked) < n:
+        raise RuntimeError(f"only {len(picked)} three-modality test samples in the build")
+    return picked
+
+
+def grpc_service(node: Node) -> tuple[str, int, int] | None:
+    """(Service name, Service port, host port) of the first gRPC Service backed by a pod."""
+    candidates = []
+    for svc in node.manifests.of_kind("Service"):
+        headless = svc["spec"].get("clusterIP") == "None"
+        for port in svc["spec"].get("ports", []):
+            if port.get("appProtocol") == "grpc" or port.get("name") == "grpc":
+                key = (svc["metadata"]["name"], int(port["port"]))
+                if key in node.services.targets:
+                    candidates.append((headless, *key, node.services.targets[key]))
+    if not candidates:
+        return None
+    _, name, port, host = sorted(candidates)[0]
+    return name, port, host
+
+
+def tls_for(pod: PodPlan, node: Node) -> str | None:
+    """The CA to trust when the pod serves gRPC over TLS, else None."""
+    argv = " ".join(a for c in pod.containers for a in c.argv)
+    if "--tls-cert" not in argv and "--grpc-use-ssl=true" not in argv:
+        return None
+    for data in node.secrets.rendered.values():
+        if "ca.crt" in data or "tls.crt" in data:
+            return data.get("ca.crt") or data["tls.crt"]
+    return None
+
+
+def infer(target: str, samples: list, events: Events, label: str, ca: str | None) -> dict:
+    """Send the samples in batches of 8 with the project's client; accuracy vs the labels."""
+    from mmtriton_client import ClientError, MultimodalClient, Sample
+
+    correct = failed = 0
+    batches = []
+    with MultimodalClient(target, timeout_s=30, ssl=ca is not None, root_certificates=ca) as client:
+        for i in range(0, len(samples), 8):
+            chunk = samples[i : i + 8]
+            t0 = time.perf_counter()
+            try:
+                preds = client.predict_batch(
+                    [Sample(image=e.image, text=e.text, audio=e.audio) for e in chunk]
+                )
+            except ClientError as exc:
+                failed += len(chunk)
+                events(label, f"batch {i // 8 + 1}: FAILED {exc.status}: {exc}")
+                batches.append({"n": len(chunk), "error": f"{exc.status}: {exc}"})
+                continue
+            ms = (time.perf_counter() - t0) * 1000
+            ok = sum(p.label == e.label for p, e in zip(preds, chunk, strict=True))
+            correct += ok
+            events(label, f"batch {i // 8 + 1}: {ok}/{len(chunk)} correct ({ms:.0f} ms)")
+            batches.append({"n": len(chunk), "correct": ok, "ms": round(ms, 1)})
+    n = len(samples)
+    return {
+        "target": target,
+        "samples": n,
+        "correct": correct,
+        "failed": failed,
+        "accuracy": round(correct / n, 4) if n else 0.0,
+        "batches": batches,
+    }
+
+
+# -- faults -----------------------------------------------------------------------------------
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def stubs_of(runner: ContainerRunner) -> dict[int, str]:
+    """{pid: instance name} of the Python-backend stubs inside the container."""
+    assert runner.instance is not None
+    out = {}
+    for pid in runner.instance.pids():
+        argv = _cmdline(pid)
+        if argv and argv[0].endswith(STUB_BINARY):
+            out[pid] = argv[8] if len(argv) > 8 else str(pid)
+    return out
+
+
+def _readiness_observer(
+    runner: ContainerRunner,
+    pod: PodRunner,
+    stop: threading.Event,
+    seen: list[tuple[float, bool, str]],
+) -> None:
+    """Poll the readiness probe's own handler every 0.25 s: exact timings of the endpoint."""
+    spec = runner.plan.probes.get("readiness")
+    if spec is None:
+        return
+    while not stop.is_set():
+        r = run_check(spec, runner.plan, pod.plan, spec.timeout_s)
+        seen.append((pod.events.now(), r.ok, r.detail))
+        stop.wait(0.25)
+
+
+def kill_stub_and_watch(pod: PodRunner, events: Events, timeout_s: float = 60.0) -> dict:
+    """SIGKILL one stub; the pod must turn unready and become Ready again without a restart."""
+    runner = pod.container()
+    stubs = stubs_of(runner)
+    if not stubs:
+        return {"ok": False, "error": "no Python-backend stub found in the container"}
+    pid, name = sorted(stubs.items(), key=lambda kv: ("image_encoder" not in kv[1], kv[1]))[0]
+    restarts_before = runner.restarts
+    seen: list[tuple[float, bool, str]] = []
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=_readiness_observer, args=(runner, pod, stop, seen), daemon=True
+    )
+    watcher.start()
+    time.sleep(0.5)
+    t_kill = events.now()
+    os.kill(pid, signal.SIGKILL)
+    events(pod.where, f"fault: SIGKILL stub {name} (pid {pid})")
+    went_false = pod.wait_ready(False, timeout_s)
+    back = pod.wait_ready(True, timeout_s) if went_false is not None else None
+    stop.set()
+    watcher.join(5)
+    first_fail = next((t for t, ok, _ in seen if t >= t_kill and not ok), None)
+    reasons = sorted({d for t, ok, d in seen if t >= t_kill and not ok})[:3]
+    result = {
+        "stub": name,
+        "pid": pid,
+        "endpoint_unready_after_s": None if first_fail is None else round(first_fail - t_kill, 2),
+        "endpoint_reasons": reasons,
+        "pod_unready_after_s": None if went_false is None else round(went_false, 2),
+        "pod_ready_again_after_s": None if back is None else round(went_false + back, 2),
+        "container_restarts": runner.restarts - restarts_before,
+        "healed_in_place": back is not None and runner.restarts == restarts_before,
+    }
+    result["ok"] = bool(result["healed_in_place"])
+    events(
+        pod.where,
+        "stub kill: " + ("healed in place" if result["ok"] else "NOT healed"),
+        **{k: v for k, v in result.items() if k != "ok"},
+    )
+    return result
+
+
+def freeze_and_watch(pod: PodRunner, events: Events, timeout_s: float = 240.0) -> dict:
+    """SIGSTOP the container's PID 1 (`mmtriton serve`): liveness must time out, the kubelet
+    kill and restart the container, and the pod come back Ready."""
+    runner = pod.container()
+    assert runner.instance is not None
+    pid = runner.instance.pid
+    restarts_before = runner.restarts
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    events(
+        pod.where,
+        f"fault: SIGSTOP PID 1 of {runner.plan.name} (pid {pid}: {' '.join(_cmdline(pid)[:3])})",
+    )
+    went_false = pod.wait_ready(False, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while runner.restarts == restarts_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    restarted_after = time.monotonic() - t0 if runner.restarts > restarts_before else None
+    back = pod.wait_ready(True, max(deadline - time.monotonic(), 1)) if restarted_after else None
+    killed = next((t for t in reversed(runner.terminations) if "probe failed" in t.reason), None)
+    result = {
+        "pid": pid,
+        "pod_unready_after_s": None if went_false is None else round(went_false, 2),
+        "killed_by": killed.reason if killed else None,
+        "kill_seconds": killed.seconds if killed else None,
+        "escalated_to_sigkill": killed.escalated_to_sigkill if killed else None,
+        "restarted_after_s": None if restarted_after is None else round(restarted_after, 2),
+        "ready_again_after_s": None if back is None else round(time.monotonic() - t0, 2),
+        "restart_count": runner.restarts,
+    }
+    result["ok"] = killed is not None and "liveness" in killed.reason and back is not None
+    events(
+        pod.where,
+        "freeze: " + ("restarted by liveness, Ready again" if result["ok"] else "NOT recovered"),
+        **{k: v for k, v in result.items() if k != "ok"},
+    )
+    return result
+
+
+# -- the rehearsal ----------------------------------------------------------------------------
+def _startup_budget(pod: PodPlan) -> float:
+    budget = 60.0
+    for c in pod.containers:
+        for spec in c.probes.values():
+            if spec.kind in ("startup", "readiness"):
+                budget = max(budget, spec.initial_delay_s + spec.failure_threshold * spec.period_s)
+    return budget + 30.0
+
+
+def first_gpu_step(pod: PodPlan) -> str | None:
+    """The first container (init containers in order, then main ones) that requests a GPU."""
+    for c in [*pod.init, *pod.containers]:
+        if c.gpu_request:
+            return c.name
+    return None
+
+
+def describe_plan(pod: PodPlan, node: Node, events: Events) -> None:
+    where = f"pod/{pod.name}"
+    ports = ", ".join(f"{n} {p}->{pod.ports.ports[p]}" for n, p in pod.ports.names.items())
+    events(where, f"ports (containerPort -> host): {ports or 'none'}")
+    assert pod.volumes is not None
+    for name, path in pod.volumes.dirs.items():
+        events(where, f"volume {name} -> {path}")
+    for c in [*pod.init, *pod.containers]:
+        for a, b in dict.fromkeys(c.rewriter.changes):
+            if len(a) < 160:
+                events(f"{pod.workload}/{c.name}", f"rewrote {a!r} -> {b!r}")
+        for kind, spec in c.probes.items():
+            events(f"{pod.workload}/{c.name}", f"{kind} probe: {spec.describe()}")
+    for note in pod.not_enforced:
+        events(where, f"NOT ENFORCED: {note}")
+
+
+def rehearse(opts: Options, events: Events | None = None) -> dict:
+    """Play one overlay; the summary dict (its "ok" says whether it behaved as expected)."""
+    events = events or Events()
+    t_start = time.monotonic()
+    out_dir = opts.out_dir or ROOT / "artifacts" / "rehearsal" / opts.overlay
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    root = Path(tempfile.mkdtemp(prefix=f"rehearsal-{opts.overlay}-"))
+    summary: dict = {
+        "overlay": opts.overlay,
+        "expect": opts.expect,
+        "ok": False,
+        "pods": [],
+        "logs": str(out_dir),
+    }
+    runners: list[PodRunner] = []
+    try:
+        if opts.rendered is not None:
+            events.section(f"load {opts.rendered}")
+            manifests: Manifests = load(opts.rendered)
+        else:
+            events.section(f"render k8s/overlays/{opts.overlay}")
+            manifests = render(ROOT / "k8s" / "overlays" / opts.overlay)
+        events(
+            "kubectl",
+            f"kustomize: {len(manifests.objects)} objects, namespace {manifests.namespace}",
+        )
+        node = Node(manifests, root)
+        plans = node.plan_all(opts.pods or None)
+        events.section("create pod sandboxes (volumes, Secrets, env, ports)")
+        failed_config: dict[str, str] = {}
+        for pod in plans:
+            try:
+                node.materialize(pod)
+            except (EnvError, VolumeError, KeyError) as exc:
+                failed_config[pod.name] = f"CreateContainerConfigError: {exc}"
+                events(f"pod/{pod.name}", failed_config[pod.name])
+                continue
+            describe_plan(pod, node, events)
+        for name, keys in node.secrets.generated.items():
+            events(
+                "secrets",
+                f"Secret {name} not rendered: generated test values for {', '.join(keys)}",
+            )
+        summary["generated_secrets"] = node.secrets.generated
+        summary["services"] = {f"{n}:{p}": h for (n, p), h in node.services.targets.items()}
+
+        events.section("run pods")
+        for pod in plans:
+            if pod.name in failed_config:
+                continue
+            runner = PodRunner(pod, events, out_dir / "logs" / pod.name)
+            runners.append(runner)
+            if pod.kind == "Job" and runner.start():
+                code = runner.wait_completed(
+                    float(
+                        (manifests_job(manifests, pod.workload).get("spec") or {}).get(
+                            "activeDeadlineSeconds", 600
+                        )
+                    )
+                )
+                events(runner.where, f"Job finished: exit code {code}")
+        long_running = [r for r in runners if r.plan.kind != "Job"]
+        starters = [threading.Thread(target=r.start, daemon=True) for r in long_running]
+        for t in starters:
+            t.start()
+        for r, t in zip(long_running, starters, strict=True):
+            budget = min(_startup_budget(r.plan), opts.ready_timeout_s)
+            t.join(budget)
+            if not r.failed():
+                took = r.wait_ready(True, budget)
+                events(
+                    r.where,
+                    f"Ready after {took:.1f} s"
+                    if took is not None
+                    else f"NOT Ready within {budget:.0f} s",
+                )
+
+        if opts.expect == "gpu-missing":
+            summary.update(_check_gpu_missing(long_running))
+        else:
+            summary.update(_check_ready(long_running, node, opts, events))
+        summary["failed_config"] = failed_config
+    except Exception as exc:  # the summary still says what happened
+        events("rehearsal", f"error: {type(exc).__name__}: {exc}")
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        summary["ok"] = False
+    finally:
+        events.section("stop pods")
+        for r in reversed(runners):
+            stopped = r.stop() if r.containers else []
+            summary["pods"].append(_pod_summary(r, stopped))
+            if r.plan.volumes is not None:
+                cleanup_memory_dirs(r.plan.volumes)
+        if not opts.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        summary["seconds"] = round(time.monotonic() - t_start, 1)
+        summary["events"] = events.items
+    return summary
+
+
+def manifests_job(manifests: Manifests, name: str) -> dict:
+    return next(j for j in manifests.of_kind("Job") if j["metadata"]["name"] == name)
+
+
+def _check_gpu_missing(pods: list[PodRunner]) -> dict:
+    """The GPU pod must stop at its first GPU step, with a message (no traceback) naming it."""
+    gpu_pods = [r for r in pods if first_gpu_step(r.plan)]
+    if not gpu_pods:
+        return {"ok": False, "outcome": "no pod requests a GPU"}
+    checks = []
+    for r in gpu_pods:
+        step = first_gpu_step(r.plan)
+        at = r.stopped_at or {}
+        ok = (
+            at.get("container") == step
+            and bool(GPU_WORDS.search(at.get("message", "")))
+            and not at.get("traceback")
+        )
+        checks.append({"pod": r.plan.name, "first_gpu_step": step, "stopped_at": at, "ok": ok})
+    outcome = "; ".join(
+        f"stopped at {'init container' if c['stopped_at'].get('init') else 'container'} "
+        f"{c['stopped_at'].get('container')}: {c['stopped_at'].get('message')}"
+        if c["stopped_at"]
+        else f"{c['pod']} did not stop at {c['first_gpu_step']}"
+        for c in checks
+    )
+    return {"ok": all(c["ok"] for c in checks), "outcome": outcome, "gpu_checks": checks}
+
+
+def _check_ready(pods: list[PodRunner], node: Node, opts: Options, events: Events) -> dict:
+    out: dict = {"outcome": ""}
+    not_ready = [r.plan.name for r in pods if not r.ready]
+    if not_ready:
+        stopped = [
+            f"{r.plan.name} stopped at {r.stopped_at['container']}: {r.stopped_at['message']}"
+            for r in pods
+            if r.stopped_at
+        ]
+        out.update(
+            ok=False,
+            outcome="not Ready: "
+            + ", ".join(not_ready)
+            + (f" ({'; '.join(stopped)})" if stopped else ""),
+        )
+        return out
+    svc = grpc_service(node)
+    if svc is None:
+        out.update(ok=False, outcome="no gRPC Service backed by a played pod")
+        return out
+    name, port, host = svc
+    server = next(r for r in pods if r.plan.ports.ports and host in r.plan.ports.ports.values())
+    ca = tls_for(server.plan, node)
+    samples = held_out_samples(opts.samples)
+    events.section(f"inference through Service {name}:{port} -> 127.0.0.1:{host}")
+    first = infer(f"127.0.0.1:{host}", samples, events, f"svc/{name}", ca)
+    first["service"] = f"{name}:{port}"
+    out["inference"] = first
+    ok = first["accuracy"] >= opts.min_accuracy and first["failed"] == 0
+    if opts.heal:
+        events.section("self-healing: SIGKILL of a Python-backend stub")
+        out["stub_kill"] = kill_stub_and_watch(server, events)
+        out["after_stub_kill"] = infer(f"127.0.0.1:{host}", samples[:8], events, f"svc/{name}", ca)
+        events.section("self-healing: SIGSTOP of the container (liveness -> restart)")
+        out["freeze"] = freeze_and_watch(server, events)
+        out["after_restart"] = infer(f"127.0.0.1:{host}", samples[:8], events, f"svc/{name}", ca)
+        ok = (
+            ok
+            and out["stub_kill"]["ok"]
+            and out["freeze"]["ok"]
+            and all(
+                out[k]["accuracy"] >= opts.min_accuracy and out[k]["failed"] == 0
+                for k in ("after_stub_kill", "after_restart")
+            )
+        )
+    out["ok"] = ok
+    out["outcome"] = (
+        f"Ready; {first['correct']}/{first['samples']} held-out samples correct through "
+        f"{name}:{port}" + (" ; healed" if opts.heal and ok else "")
+    )
+    return out
+
+
+def _pod_summary(r: PodRunner, stopped: list[dict]) -> dict:
+    return {
+        "name": r.plan.name,
+        "workload": f"{r.plan.kind}/{r.plan.workload}",
+        "ports": {name: [p, r.plan.ports.ports[p]] for name, p in r.plan.ports.names.items()},
+        "init_containers": r.init_results,
+        "stopped_at": r.stopped_at,
+        "containers": [
+            {
+                "name": c.plan.name,
+                "restarts": c.restarts,
+                "probes": {k: s.describe() for k, s in c.plan.probes.items()},
+                "probe_failures": sum(1 for p in c.probe_log if not p["ok"]),
+                "terminations": [t.__dict__ for t in c.terminations],
+            }
+            for c in r.containers
+        ],
+        "ready_history": r.ready_history,
+        "stop": stopped,
+        "not_enforced": r.plan.not_enforced,
+    }

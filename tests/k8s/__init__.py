@@ -1,0 +1,1 @@
+"""Tests of the Kubernetes rehearsal (k8s/rehearsal)."""
