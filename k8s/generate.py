@@ -3,8 +3,11 @@
     .venv/bin/python k8s/generate.py          # rewrite them
     .venv/bin/python k8s/generate.py --check  # exit 1 if any is stale (tests do the same)
 
-- k8s/overlays/<overlay>/triton-args.yaml: the Triton container's args, from
-  `mmtriton.server.flags.triton_args` (the launcher's own flags) and `OVERLAY_SETTINGS` below.
+- k8s/overlays/{cpu,gpu}/triton-args.yaml: the Triton container's args, `mmtriton serve` with
+  the options `mmtriton.server.flags.serve_args` gives for `OVERLAY_SETTINGS` below.
+- k8s/overlays/gpu/triton-build-engines.yaml: the `mmtriton engines` init container.
+- k8s/overlays/kserve/kserve.yaml: a KServe ServingRuntime and InferenceService for the same
+  pod, derived from k8s/base/triton/*.yaml, the gpu overlay and the two above.
 - k8s/base/monitoring/prometheusrules.yaml: one PrometheusRule per monitoring/rules/*.yml.
 - k8s/base/monitoring/grafana-dashboards.yaml: a ConfigMap holding monitoring/grafana/*.json,
   labelled for Grafana's dashboard sidecar.
@@ -32,30 +35,42 @@ DASHBOARDS_DIR = MONITORING / "grafana"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mmtriton.server.flags import ServerSettings, triton_args  # noqa: E402
+from mmtriton.server.flags import ServerSettings, serve_args  # noqa: E402
+from mmtriton_build.export.tensorrt import DEFAULT_TIMEOUT_S, IMAGE_TRTEXEC  # noqa: E402
 
 TRITON_DEPLOYMENT = "triton"
 TRITON_CONTAINER = "triton"
+ENGINES_CONTAINER = "build-engines"
+# Where build/Dockerfile puts the exported model repository in the triton image.
+IMAGE_REPOSITORY = "/opt/mmtriton/model_repository"
 # Where the pod-local, engine-linked copy of the model repository is mounted.
 MODEL_REPOSITORY = "/models/repository"
+# The engine cache volume: the same path in the engine step and in Triton's container, so the
+# plan links the step writes into the repository resolve in both.
+ENGINE_CACHE = "/engine-cache"
 # Where the gRPC TLS Secret (triton-grpc-tls: tls.crt, tls.key, ca.crt) is mounted.
 TLS_DIR = "/etc/mmtriton/grpc-tls"
-
-# Kubernetes expands $(VAR) in args from the container's env (a Secret-backed variable).
-ADMIN_KEY_FROM_SECRET = "$(MMTRITON_ADMIN_KEY)"
+# The Secret triton-admin (key `key`), mounted as a file: `mmtriton serve --admin-key-file`.
+ADMIN_KEY_FILE = "/etc/mmtriton/admin/key"
 
 OVERLAY_SETTINGS: dict[str, ServerSettings] = {
-    "cpu": ServerSettings(
-        model_repository=MODEL_REPOSITORY, profile="cpu", admin_key=ADMIN_KEY_FROM_SECRET
-    ),
+    "cpu": ServerSettings(model_repository=MODEL_REPOSITORY, profile="cpu"),
     "gpu": ServerSettings(
         model_repository=MODEL_REPOSITORY,
         profile="gpu",
-        admin_key=ADMIN_KEY_FROM_SECRET,
         tls_cert=f"{TLS_DIR}/tls.crt",
         tls_key=f"{TLS_DIR}/tls.key",
     ),
+    # Behind KServe's gateway (or mesh), which terminates TLS: plaintext h2c in the pod.
+    "kserve": ServerSettings(model_repository=MODEL_REPOSITORY, profile="gpu"),
 }
+# Overlays whose Triton Deployment gets an args patch (kserve renders its own objects).
+DEPLOYMENT_OVERLAYS = ("cpu", "gpu")
+
+KSERVE_NAME = "mmtriton"
+KSERVE_RUNTIME = "mmtriton-triton"
+KSERVE_MODEL_FORMAT = "mmtriton"
+KSERVE_SERVICE_ACCOUNT = "mmtriton-kserve"
 
 DASHBOARDS_CONFIGMAP = "mmtriton-grafana-dashboards"
 MONITORING_LABELS = {"app.kubernetes.io/name": "mmtriton", "release": "kube-prometheus-stack"}
@@ -85,6 +100,71 @@ def _dump(docs: list[dict[str, Any]], source: str) -> str:
     return header + (body if docs else "")
 
 
+def container_args(overlay: str) -> list[str]:
+    """The Triton container's args: `mmtriton serve` for this overlay's settings.
+
+    The image's entrypoint execs them; the log goes to stdout (`kubectl logs`), since the root
+    file system is read-only.
+    """
+    settings = OVERLAY_SETTINGS[overlay]
+    return ["mmtriton", "serve", *serve_args(settings, admin_key_file=ADMIN_KEY_FILE), "--log=-"]
+
+
+def _locked_down() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def engines_container() -> dict[str, Any]:
+    """The init container that builds (or reuses) this node's TensorRT plans and links them.
+
+    It runs after stage-repository, on the pod's GPU, with the serving image's trtexec; init
+    containers have no probes, so `--timeout` bounds it (other pods' builds it waits for too).
+    """
+    return {
+        "name": ENGINES_CONTAINER,
+        "image": "mmtriton-triton",
+        "imagePullPolicy": "Always",
+        "args": [
+            "mmtriton",
+            "engines",
+            f"--repository={MODEL_REPOSITORY}",
+            f"--cache-dir={ENGINE_CACHE}",
+            f"--trtexec={IMAGE_TRTEXEC}",
+            f"--timeout={DEFAULT_TIMEOUT_S}",
+        ],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+        ],
+        "resources": {
+            "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 1},
+            "limits": {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": 1},
+        },
+        "securityContext": _locked_down(),
+        "volumeMounts": [
+            {"name": "repository", "mountPath": MODEL_REPOSITORY},
+            {"name": "engine-cache", "mountPath": ENGINE_CACHE},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def engines_patch() -> list[dict[str, Any]]:
+    """A JSON patch appending the engine step to the Triton Deployment's init containers."""
+    return [
+        {
+            "op": "add",
+            "path": "/spec/template/spec/initContainers/-",
+            "value": engines_container(),
+        }
+    ]
+
+
 def args_patch(overlay: str) -> dict[str, Any]:
     """A strategic-merge patch setting the Triton container's args for one overlay."""
     return {
@@ -94,13 +174,134 @@ def args_patch(overlay: str) -> dict[str, Any]:
         "spec": {
             "template": {
                 "spec": {
-                    "containers": [
-                        {"name": TRITON_CONTAINER, "args": triton_args(OVERLAY_SETTINGS[overlay])}
-                    ]
+                    "containers": [{"name": TRITON_CONTAINER, "args": container_args(overlay)}]
                 }
             }
         },
     }
+
+
+def _dump_one(doc: Any, source: str) -> str:
+    header = (
+        f"# Generated by {source}: do not edit.\n"
+        "# Regenerate with: .venv/bin/python k8s/generate.py\n"
+    )
+    return header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
+
+
+# --------------------------------------------------------------------------- KServe
+def _load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def _by_name(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (item,) = [i for i in items if i["name"] == name]
+    return item
+
+
+def kserve_objects() -> list[dict[str, Any]]:
+    """ServingRuntime + InferenceService (+ account, HPA) running the gpu overlay's Triton pod.
+
+    Taken from the Deployment (base + gpu overlay) so the two cannot drift: the container's
+    env, ports, probes, preStop and security context; the pod's init containers (the repository
+    staged from the image, then the engine step), volumes and security context. No storageUri:
+    the model is in the image, so KServe adds no storage-initializer. RawDeployment: a GPU pod
+    takes minutes to start (engines, model load), so Knative's scale-to-zero and its one-port
+    model do not fit; the project's HPA (custom metrics) scales the predictor Deployment.
+    """
+    deployment = _load(K8S / "base" / "triton" / "deployment.yaml")
+    gpu = _load(K8S / "overlays" / "gpu" / "triton-gpu.yaml")["spec"]["template"]["spec"]
+    pod = deployment["spec"]["template"]["spec"]
+    base = _by_name(pod["containers"], TRITON_CONTAINER)
+    gpu_triton = _by_name(gpu["containers"], TRITON_CONTAINER)
+    ports = {p["name"]: p for p in base["ports"]}
+    container = {
+        # KServe's name for the serving container.
+        "name": "kserve-container",
+        "image": "mmtriton-triton",
+        "imagePullPolicy": base["imagePullPolicy"],
+        "args": container_args("kserve"),
+        "env": base["env"],
+        # The first port is the InferenceService's (port 80 -> gRPC, h2c); HTTP (8000, the
+        # admin APIs, no TLS) is not published.
+        "ports": [ports["grpc"], ports["metrics"], ports["health"]],
+        **{k: base[k] for k in ("startupProbe", "livenessProbe", "readinessProbe", "lifecycle")},
+        "securityContext": base["securityContext"],
+        "volumeMounts": [
+            *base["volumeMounts"],
+            _by_name(gpu_triton["volumeMounts"], "engine-cache"),
+        ],
+    }
+    metrics_port = ports["metrics"]["containerPort"]
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {
+            "name": KSERVE_RUNTIME,
+            "annotations": {
+                "prometheus.kserve.io/port": str(metrics_port),
+                "prometheus.kserve.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "supportedModelFormats": [
+                {"name": KSERVE_MODEL_FORMAT, "version": "1", "autoSelect": True}
+            ],
+            "protocolVersions": ["grpc-v2"],
+            "containers": [container],
+        },
+    }
+    volumes = [*pod["volumes"], _by_name(gpu["volumes"], "engine-cache")]
+    predictor = {
+        "minReplicas": 2,
+        "maxReplicas": 8,
+        "serviceAccountName": KSERVE_SERVICE_ACCOUNT,
+        **{
+            k: pod[k]
+            for k in (
+                "automountServiceAccountToken",
+                "enableServiceLinks",
+                "terminationGracePeriodSeconds",
+                "securityContext",
+            )
+        },
+        "tolerations": gpu["tolerations"],
+        "initContainers": [*pod["initContainers"], engines_container()],
+        "volumes": volumes,
+        "model": {
+            "modelFormat": {"name": KSERVE_MODEL_FORMAT},
+            "runtime": KSERVE_RUNTIME,
+            "protocolVersion": "grpc-v2",
+            "resources": gpu_triton["resources"],
+        },
+    }
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": KSERVE_NAME,
+            "annotations": {
+                "serving.kserve.io/deploymentMode": "RawDeployment",
+                # KServe copies the runtime's prometheus.kserve.io/* onto the pods as
+                # prometheus.io/scrape, port and path.
+                "serving.kserve.io/enable-prometheus-scraping": "true",
+                # Scaled by the HPA below, not by KServe's CPU-based one.
+                "serving.kserve.io/autoscalerClass": "external",
+            },
+        },
+        "spec": {"predictor": predictor},
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": KSERVE_SERVICE_ACCOUNT},
+        "automountServiceAccountToken": False,
+    }
+    hpa = _load(K8S / "base" / "triton" / "hpa.yaml")
+    hpa["metadata"]["name"] = f"{KSERVE_NAME}-predictor"
+    # KServe names the predictor Deployment <isvc>-predictor.
+    hpa["spec"]["scaleTargetRef"]["name"] = f"{KSERVE_NAME}-predictor"
+    return [runtime, isvc, account, hpa]
 
 
 def rule_files() -> list[Path]:
@@ -168,8 +369,14 @@ def outputs() -> dict[Path, str]:
         K8S / "overlays" / overlay / "triton-args.yaml": _dump(
             [args_patch(overlay)], "mmtriton/server/flags.py"
         )
-        for overlay in OVERLAY_SETTINGS
+        for overlay in DEPLOYMENT_OVERLAYS
     }
+    files[K8S / "overlays" / "gpu" / "triton-build-engines.yaml"] = _dump_one(
+        engines_patch(), "k8s/generate.py (engines_container)"
+    )
+    files[K8S / "overlays" / "kserve" / "kserve.yaml"] = _dump(
+        kserve_objects(), "k8s/base/triton/*.yaml, the gpu overlay and k8s/generate.py"
+    )
     files[K8S / "base" / "monitoring" / "prometheusrules.yaml"] = _dump(
         prometheus_rules(), "monitoring/rules/*.yml"
     )
