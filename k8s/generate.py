@@ -375,7 +375,7 @@ def outputs() -> dict[Path, str]:
         engines_patch(), "k8s/generate.py (engines_container)"
     )
     files[K8S / "overlays" / "kserve" / "kserve.yaml"] = _dump(
-        kserve_objects(), "k8s/base/triton/*.yaml, the gpu overlay and k8s/generate.py"
+        kserve_objects(), "k8s/base/triton/*.yaml and the gpu overlay"
     )
     files[K8S / "base" / "monitoring" / "prometheusrules.yaml"] = _dump(
         prometheus_rules(), "monitoring/rules/*.yml"

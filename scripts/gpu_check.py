@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,9 @@ def main() -> int:
     )
 
     start = time.perf_counter()
-    links = build_engines(repo, root / "engines", trtexec=trtexec_on_path())
+    # The plans are run below by this tensorrt module: it is the "server" they must match.
+    env = {**os.environ, "TRT_VERSION": trt.__version__}
+    links = build_engines(repo, root / "engines", trtexec=trtexec_on_path(), env=env)
     build_s = {m: time.perf_counter() - start for m in spec.ENCODERS}  # all engines together
     plans = {
         m: next(p.resolve() for p in links if p.parent.parent.name == model.name)
