@@ -324,6 +324,7 @@ def test_engines_command_builds_once_per_gpu_model_and_links_the_plans(tmp_path)
     first = _engines(tmp_path / "a10", repo, cache, trtexec)
     assert first.returncode == 0, first.stderr
     assert "NVIDIA A10 (compute capability 8.6, MIG full); TensorRT 10.5.0" in first.stdout
+    assert "  trtexec: &&&& RUNNING TensorRT.trtexec" in first.stdout, "build log streamed"
     assert len(builds.read_text().splitlines()) == len(spec.ENCODERS)
     for model in spec.ENCODERS.values():
         plan = repo / model.name / "1" / "model_sm86.plan"
@@ -357,6 +358,38 @@ def test_engines_command_refuses_a_trtexec_that_is_not_the_servers(tmp_path) -> 
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
     assert "server's is 10.3.0" in result.stderr and not (tmp_path / "builds.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "timeout", "message"),
+    [
+        ("print('[E] Error[4]: ITensor::getDimensions'); sys.exit(1)", 60, "trtexec exited 1"),
+        ("import time; time.sleep(60)", 2, "did not finish building"),
+    ],
+    ids=["build-fails", "build-hangs"],
+)
+def test_engines_command_reports_a_failed_or_hung_build_without_a_traceback(
+    tmp_path, body, timeout, message
+) -> None:
+    repo, cache = _repository(tmp_path), tmp_path / "cache"
+    _stand_ins(tmp_path / "bin", A10, tmp_path / "builds.log")
+    trtexec = _script(
+        tmp_path / "bin" / "trtexec",
+        f"print({TRTEXEC_BANNER!r}, end='', flush=True)\nif '--help' in sys.argv: sys.exit(0)\n"
+        + body,
+    )
+    started = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if k != "TRT_VERSION"}
+    env["PATH"] = f"{tmp_path / 'bin'}:{os.environ['PATH']}"
+    cmd = [str(MMTRITON), "engines", "--repository", str(repo), "--cache-dir", str(cache)]
+    cmd += ["--trtexec", str(trtexec), "--timeout", str(timeout)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+    assert time.monotonic() - started < 30
+    assert not [p for p in cache.rglob("*.plan") if p.stat().st_size], "no plan may be committed"
+    assert not list(cache.rglob("*.json"))
 
 
 def test_engines_command_reports_a_gpu_that_nvidia_smi_cannot_see(tmp_path) -> None:

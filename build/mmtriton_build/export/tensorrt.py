@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -304,24 +305,38 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-def run_trtexec(cmd: list[str], deadline: float) -> None:
-    """Run one trtexec build; EngineBuildError with the end of its log when it fails."""
+def run_trtexec(
+    cmd: list[str], deadline: float, log: Callable[[str], None] = print, what: str = "the plan"
+) -> None:
+    """Run one trtexec build, its output streamed to `log` (a build takes minutes).
+
+    Killed at `deadline` (TimeoutError); EngineBuildError when it fails.
+    """
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
+    timer = threading.Timer(_remaining(deadline), proc.kill)
+    timer.start()
     try:
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=_remaining(deadline), check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise TimeoutError(f"trtexec did not finish before the deadline: {cmd[1]}") from None
-    if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-15:])
-        raise EngineBuildError(f"trtexec exited {out.returncode} for {cmd[1]}:\n{tail}")
+        for line in proc.stdout:
+            log(f"  trtexec: {line.rstrip()}")
+        code = proc.wait()
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+    if code < 0 and time.monotonic() >= deadline:
+        raise TimeoutError(f"trtexec did not finish building {what} before --timeout")
+    if code != 0:
+        raise EngineBuildError(f"trtexec exited {code} building {what} (its log is above)")
 
 
 # A plan builder: (onnx, plan to write, model, timing cache to read and update) -> None.
 PlanBuilder = Callable[[Path, Path, ModelSpec, Path], None]
 
 
-def plan_builder(builder: Builder, fp16: bool, deadline: float) -> PlanBuilder:
+def plan_builder(
+    builder: Builder, fp16: bool, deadline: float, log: Callable[[str], None] = print
+) -> PlanBuilder:
     """The function that writes one plan with the chosen builder."""
     if builder.trtexec is not None:
 
@@ -329,7 +344,7 @@ def plan_builder(builder: Builder, fp16: bool, deadline: float) -> PlanBuilder:
             cmd = trtexec_command(
                 onnx, plan, model, fp16=fp16, timing_cache=timing, trtexec=builder.trtexec
             )
-            run_trtexec(cmd, deadline)
+            run_trtexec(cmd, deadline, log, what=model.name)
 
         return with_trtexec
 
@@ -440,7 +455,7 @@ def build_engines(
         cache_dir,
         gpu,
         builder.trt_version,
-        plan_builder(builder, fp16, deadline),
+        plan_builder(builder, fp16, deadline, log),
         fp16=fp16,
         deadline=deadline,
         log=log,
