@@ -6,11 +6,28 @@ derive names, shapes and dtypes from here; nothing else spells them out.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 MODALITIES: tuple[str, ...] = ("image", "text", "audio")
+# Every non-empty subset of the modalities, smallest first, each in MODALITIES order:
+# ("image",), ("text",), ("audio",), ("image", "text"), ..., ("image", "text", "audio").
+SUBSETS: tuple[tuple[str, ...], ...] = tuple(
+    combo
+    for size in range(1, len(MODALITIES) + 1)
+    for combo in itertools.combinations(MODALITIES, size)
+)
+
+
+def subset_name(subset: tuple[str, ...] | list[str]) -> str:
+    """'image+text' style name, in MODALITIES order (metric labels, report keys)."""
+    return "+".join(m for m in MODALITIES if m in subset)
+
+
+# How fusion combines the modalities (build/model.toml `fusion.mode`; saved with the weights).
+FUSION_MODES: tuple[str, ...] = ("sum", "weighted", "attention")
 NUM_CLASSES = 10
 LABELS: tuple[str, ...] = tuple(str(d) for d in range(NUM_CLASSES))
 
@@ -30,6 +47,11 @@ MAX_REQUEST_BATCH = 32
 IMAGE_EMBED_DIM = 1280
 TEXT_EMBED_DIM = 384
 AUDIO_EMBED_DIM = 128
+EMBED_DIMS: dict[str, int] = {
+    "image": IMAGE_EMBED_DIM,
+    "text": TEXT_EMBED_DIM,
+    "audio": AUDIO_EMBED_DIM,
+}
 
 _TRITON_TYPES = {
     "float32": ("TYPE_FP32", "FP32"),

@@ -6,8 +6,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmtriton import spec
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "model.toml"
-FUSION_MODES = ("sum", "weighted", "attention")
+FUSION_MODES = spec.FUSION_MODES  # re-exported for the build's callers
 
 
 @dataclass(frozen=True)

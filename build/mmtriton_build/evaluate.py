@@ -16,7 +16,7 @@ def evaluate(paths, config: BuildConfig) -> dict:
     """Compute every figure of the evaluation report and write it as JSON."""
     from .features import SplitFeatures
     from .fusion import load_fusion
-    from .train import SUBSETS, accuracy, subset_name
+    from .train import accuracy
 
     sets = {
         "clean": SplitFeatures.load(paths.feature_file("test")),
@@ -27,7 +27,7 @@ def evaluate(paths, config: BuildConfig) -> dict:
     report: dict = {
         "fusion_mode": config.fusion.mode,
         "accuracy": {
-            cond: {subset_name(s): accuracy(main, feats, s) for s in SUBSETS}
+            cond: {spec.subset_name(s): accuracy(main, feats, s) for s in spec.SUBSETS}
             for cond, feats in sets.items()
         },
         "fusion_modes": {},

@@ -14,11 +14,7 @@ from torch import nn
 
 from mmtriton import spec
 
-EMBED_DIMS = {
-    "image": spec.IMAGE_EMBED_DIM,
-    "text": spec.TEXT_EMBED_DIM,
-    "audio": spec.AUDIO_EMBED_DIM,
-}
+EMBED_DIMS = spec.EMBED_DIMS
 
 
 class FusionModel(nn.Module):
@@ -26,8 +22,8 @@ class FusionModel(nn.Module):
 
     def __init__(self, mode: str, shared_dim: int = 128, num_classes: int = spec.NUM_CLASSES):
         super().__init__()
-        if mode not in ("sum", "weighted", "attention"):
-            raise ValueError(f"unknown fusion mode {mode!r}")
+        if mode not in spec.FUSION_MODES:
+            raise ValueError(f"unknown fusion mode {mode!r}; choose one of {spec.FUSION_MODES}")
         self.mode = mode
         self.proj = nn.ModuleDict(
             {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 from torch import nn
@@ -15,16 +13,12 @@ from .encoders import AudioClassifier, AudioEncoder
 from .features import SplitFeatures
 from .fusion import FusionModel
 
-SUBSETS: tuple[tuple[str, ...], ...] = tuple(
-    tuple(m for m, keep in zip(spec.MODALITIES, bits, strict=True) if keep)
-    for bits in itertools.product([1, 0], repeat=len(spec.MODALITIES))
-    if any(bits)
+# The order in which modality dropout draws subsets: all three first, then by presence bits
+# (image, text, audio) descending. Derived from spec.SUBSETS; the order only matters because
+# changing it changes which subset each random draw picks, and so the trained weights.
+TRAINING_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
+    sorted(spec.SUBSETS, key=lambda s: [m in s for m in spec.MODALITIES], reverse=True)
 )
-
-
-def subset_name(subset: tuple[str, ...]) -> str:
-    """'image+text' style name, in the canonical modality order."""
-    return "+".join(m for m in spec.MODALITIES if m in subset)
 
 
 def subset_mask(subset: tuple[str, ...], n: int) -> np.ndarray:
@@ -98,8 +92,8 @@ def _training_masks(
         keep = torch.zeros_like(available)
         keep[:, spec.MODALITIES.index(only)] = 1.0
         return keep * available
-    subsets = torch.from_numpy(np.stack([subset_mask(s, 1)[0] for s in SUBSETS]))
-    pick = subsets[torch.randint(len(SUBSETS), (n,), generator=gen)]
+    subsets = torch.from_numpy(np.stack([subset_mask(s, 1)[0] for s in TRAINING_SUBSETS]))
+    pick = subsets[torch.randint(len(TRAINING_SUBSETS), (n,), generator=gen)]
     full = torch.rand(n, generator=gen) >= dropout
     keep = torch.where(full.unsqueeze(1), torch.ones_like(pick), pick) * available
     empty = keep.sum(dim=1) == 0
@@ -137,7 +131,7 @@ def train_fusion(
     available = torch.from_numpy(clean.present)
     gen = torch.Generator().manual_seed(seed)
     best_acc, best_state = -1.0, None
-    val_subsets = [(only,)] if only else list(SUBSETS)
+    val_subsets = [(only,)] if only else list(TRAINING_SUBSETS)
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(clean), generator=gen).split(batch):

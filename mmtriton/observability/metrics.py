@@ -15,7 +15,6 @@ cumulative counters (`<name>_bucket{le}`, `<name>_count`, `<name>_sum`), so Prom
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import re
 import time
@@ -69,11 +68,7 @@ def modality_label(present: Iterable[Any]) -> str | None:
 
 
 # All seven non-empty subsets in canonical order: "image", "text", "audio", "image+text", ...
-MODALITY_LABELS: tuple[str, ...] = tuple(
-    "+".join(combo)
-    for size in range(1, len(spec.MODALITIES) + 1)
-    for combo in itertools.combinations(spec.MODALITIES, size)
-)
+MODALITY_LABELS: tuple[str, ...] = tuple(spec.subset_name(s) for s in spec.SUBSETS)
 
 
 def count_modality_labels(rows: Iterable[Iterable[Any]]) -> Counter[str]:

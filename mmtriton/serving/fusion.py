@@ -39,6 +39,12 @@ class NumpyFusion:
     def __init__(self, weights_path: Path) -> None:
         data = np.load(weights_path)
         self.mode = str(data["__mode__"])
+        if self.mode not in spec.FUSION_MODES:
+            # A silent fallback would serve a model other than the one that was trained.
+            raise ValueError(
+                f"{weights_path}: unknown fusion mode {self.mode!r}; "
+                f"expected one of {spec.FUSION_MODES}"
+            )
         self.w = {k: data[k].astype(np.float32) for k in data.files if k != "__mode__"}
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:

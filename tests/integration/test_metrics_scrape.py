@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import shutil
 import threading
 import time
@@ -28,11 +27,7 @@ from mmtriton_client.client import ClientError, MultimodalClient, Sample
 
 pytestmark = pytest.mark.integration
 
-SUBSETS = [
-    combo
-    for size in range(1, len(spec.MODALITIES) + 1)
-    for combo in itertools.combinations(spec.MODALITIES, size)
-]
+SUBSETS = spec.SUBSETS
 BROKEN_PNG = b"\x89PNG\r\n\x1a\n not really an image"
 PYTHON_MODELS = {s.name for s in spec.ALL_MODELS} - {spec.ENSEMBLE.name}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -12,12 +10,8 @@ from mmtriton import spec
 from mmtriton.serving.fusion import NumpyFusion
 from mmtriton_build.fusion import EMBED_DIMS, FusionModel, load_fusion, save_fusion
 
-MODES = ("sum", "weighted", "attention")
-SUBSETS = [
-    tuple(m for m, keep in zip(spec.MODALITIES, bits, strict=True) if keep)
-    for bits in itertools.product([0, 1], repeat=3)
-    if any(bits)
-]
+MODES = spec.FUSION_MODES
+SUBSETS = spec.SUBSETS
 
 
 def _batch(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -80,3 +74,17 @@ def test_numpy_twin_matches_torch(mode: str, tmp_path) -> None:
     with torch.no_grad():
         again, _ = reloaded(**feats, present=torch.from_numpy(present))
     assert torch.equal(again, logits)
+
+
+def test_serving_refuses_weights_with_an_unknown_fusion_mode(tmp_path) -> None:
+    """An unknown mode must fail the model load, never be served as some other mode."""
+    path = tmp_path / "attention.npz"
+    save_fusion(_model("attention"), path)
+    data = dict(np.load(path))
+    data["__mode__"] = np.array("concat")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **data)
+    with pytest.raises(ValueError, match="unknown fusion mode 'concat'"):
+        NumpyFusion(bad)
+    with pytest.raises(ValueError, match="unknown fusion mode"):
+        FusionModel("concat")

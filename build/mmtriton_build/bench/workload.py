@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 from mmtriton import spec
@@ -11,11 +10,7 @@ from mmtriton_client.client import Sample
 from ..examples import load_examples
 
 # Every non-empty subset of the modalities, for the mixed-traffic run.
-SUBSETS: tuple[tuple[str, ...], ...] = tuple(
-    s
-    for r in range(1, len(spec.MODALITIES) + 1)
-    for s in itertools.combinations(spec.MODALITIES, r)
-)
+SUBSETS = spec.SUBSETS
 
 
 def full_samples(root: Path, n: int = 64) -> list[Sample]:
