@@ -2,6 +2,7 @@
 
 from .client import (
     AsyncMultimodalClient,
+    ChannelOptions,
     ClientError,
     MultimodalClient,
     Prediction,
@@ -11,6 +12,7 @@ from .client import (
 
 __all__ = [
     "AsyncMultimodalClient",
+    "ChannelOptions",
     "ClientError",
     "MultimodalClient",
     "Prediction",

@@ -1,21 +1,44 @@
 """gRPC clients for the `multimodal` ensemble: synchronous and asyncio, typed results.
 
-Requests are checked against the server's limits before they are sent; UNAVAILABLE (server
-starting, restarting or shedding load) is retried with exponential backoff. Inference is
-idempotent, so a retry never does harm.
+Both clients are thin faces over one core (`_Core`): request building, input checks against
+the server's limits, result parsing and retry decisions live there once, so the two cannot
+drift. Retryable failures (see `retry.is_retryable`: UNAVAILABLE, a dead Python stub while the
+server heals) are retried with exponential backoff within a time budget; inference is
+idempotent, so a retry never does harm. The channel (load balancing across pods, keepalive,
+message sizes) is configured by `ChannelOptions`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mmtriton import spec
+
+from .channel import LB_POLICIES, ChannelOptions
+from .retry import HEAL_BUDGET_S, STUB_NOT_HEALTHY, Attempts, RetryPolicy, is_retryable
+
+__all__ = [
+    "DEFAULT_URL",
+    "HEAL_BUDGET_S",
+    "LB_POLICIES",
+    "STUB_NOT_HEALTHY",
+    "AsyncMultimodalClient",
+    "ChannelOptions",
+    "ClientError",
+    "MultimodalClient",
+    "Prediction",
+    "RetryPolicy",
+    "Sample",
+    "build_inputs",
+    "is_retryable",
+    "parse_result",
+]
 
 DEFAULT_URL = "localhost:8001"
 
@@ -26,6 +49,16 @@ class ClientError(Exception):
     def __init__(self, message: str, status: str = "UNKNOWN") -> None:
         super().__init__(message)
         self.status = status
+
+
+def _read_file(path: str | Path | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    data = Path(path).read_bytes()
+    if not data:
+        # b"" means "absent" in a Sample; an empty file given on purpose is a mistake to name.
+        raise ClientError(f"{what} file {path} is empty (0 bytes)", "INVALID_ARGUMENT")
+    return data
 
 
 @dataclass(frozen=True)
@@ -43,12 +76,8 @@ class Sample:
         text: str | None = None,
         audio: str | Path | None = None,
     ) -> Sample:
-        """Read image and audio from files."""
-        return cls(
-            image=Path(image).read_bytes() if image else None,
-            text=text,
-            audio=Path(audio).read_bytes() if audio else None,
-        )
+        """Read image and audio from files; an empty file raises ClientError naming it."""
+        return cls(image=_read_file(image, "image"), text=text, audio=_read_file(audio, "audio"))
 
     def modalities(self) -> list[str]:
         """The modalities this sample carries, in canonical order."""
@@ -69,11 +98,25 @@ class Sample:
                 f"audio is {len(self.audio)} bytes; the limit is {limits.max_audio_bytes}",
                 "INVALID_ARGUMENT",
             )
-        if self.text and len(self.text) > limits.max_text_chars:
-            raise ClientError(
-                f"text is {len(self.text)} characters; the limit is {limits.max_text_chars}",
-                "INVALID_ARGUMENT",
-            )
+        if self.text:
+            if len(self.text) > limits.max_text_chars:
+                raise ClientError(
+                    f"text is {len(self.text)} characters; the limit is {limits.max_text_chars}",
+                    "INVALID_ARGUMENT",
+                )
+            _utf8(self.text)
+
+
+def _utf8(text: str) -> bytes:
+    """The text as UTF-8; ClientError when it cannot be (e.g. undecodable command-line bytes,
+    which Python hands over as lone surrogates)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ClientError(
+            f"text is not valid UTF-8 (character {exc.start + 1} of {len(text)} is not text)",
+            "INVALID_ARGUMENT",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -109,7 +152,7 @@ def build_inputs(samples: Sequence[Sample], input_cls) -> list:
         if not any(values):
             continue
         column = np.array(
-            [[(v.encode() if isinstance(v, str) else v) or b""] for v in values], dtype=object
+            [[(_utf8(v) if isinstance(v, str) else v) or b""] for v in values], dtype=object
         )
         tensor = input_cls(
             spec.RAW_INPUTS[m].name, list(column.shape), spec.RAW_INPUTS[m].wire_type
@@ -157,24 +200,117 @@ def _message(exc: Exception) -> str:
     return str(message() if callable(message) else message or exc)
 
 
-@dataclass
-class RetryPolicy:
-    """Exponential backoff on UNAVAILABLE: by default about 5 s in all, which covers a server
-    restart (ready again 3.3 s after a SIGKILL, measured)."""
+@dataclass(frozen=True)
+class _Request:
+    """One prepared inference request."""
 
-    attempts: int = 6
-    initial_backoff_s: float = 0.2
-    max_backoff_s: float = 2.0
+    inputs: list
+    outputs: list
+    num_classes: int
 
-    def delays(self):
-        delay = self.initial_backoff_s
-        for _ in range(self.attempts - 1):
-            yield delay
-            delay = min(delay * 2, self.max_backoff_s)
+
+class _Core:
+    """Everything the sync and async clients share; they only add the I/O (blocking or
+    awaited calls, sleeping or awaiting between retries)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        retry: RetryPolicy | None,
+        model: str,
+        ssl: bool,
+        root_certificates: str | None,
+        channel: ChannelOptions | None,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.grpc = grpcclient
+        self.url, self.timeout_s, self.model = url, timeout_s, model
+        self.retry = retry or RetryPolicy()
+        self.channel = channel or ChannelOptions()
+        self.ssl, self.root_certificates = ssl, root_certificates
+        self.num_classes: int | None = None
+
+    def connection_kwargs(self) -> dict:
+        """Keyword arguments of tritonclient's InferenceServerClient (sync and aio alike)."""
+        return {
+            "ssl": self.ssl,
+            "root_certificates": self.root_certificates,
+            "channel_args": self.channel.channel_args(),
+        }
+
+    def check(self, samples: Sequence[Sample]) -> None:
+        """Raise ClientError (INVALID_ARGUMENT) before sending what the server would refuse."""
+        if not samples:
+            raise ClientError("no samples given", "INVALID_ARGUMENT")
+        if len(samples) > spec.MAX_REQUEST_BATCH:
+            raise ClientError(
+                f"{len(samples)} samples in one request; the limit is {spec.MAX_REQUEST_BATCH} "
+                "(use predict_many)",
+                "INVALID_ARGUMENT",
+            )
+        for s in samples:
+            s.validate()
+
+    def learn_num_classes(self, metadata: dict) -> int:
+        """The classifier's class count from the ensemble's metadata (remembered)."""
+        out = next(o for o in metadata["outputs"] if o["name"] == spec.PROBABILITIES.name)
+        self.num_classes = int(out["shape"][-1])
+        return self.num_classes
+
+    def request(self, samples: Sequence[Sample], num_classes: int) -> _Request:
+        """Inputs and requested outputs for already checked samples."""
+        requested = self.grpc.InferRequestedOutput
+        return _Request(
+            inputs=build_inputs(samples, self.grpc.InferInput),
+            outputs=[
+                requested(spec.PROBABILITIES.name, class_count=num_classes),
+                requested(spec.WEIGHTS.name),
+                requested(spec.PRESENT.name),
+            ],
+            num_classes=num_classes,
+        )
+
+    def infer_kwargs(self, request: _Request) -> dict:
+        """Keyword arguments of tritonclient's infer() for this request."""
+        return {
+            "model_name": self.model,
+            "inputs": request.inputs,
+            "outputs": request.outputs,
+            "client_timeout": self.timeout_s,
+        }
+
+    def parse(self, result, request: _Request, started: float) -> list[Prediction]:
+        """Predictions from the response (latency measured from `started`, perf_counter)."""
+        return parse_result(result, request.num_classes, (time.perf_counter() - started) * 1000)
+
+    def retry_delay(self, attempts: Attempts, exc: Exception) -> float:
+        """Seconds to wait before the next attempt; raises ClientError when `exc` is final.
+
+        Call it inside the ``except`` block (the ClientError chains to `exc`)."""
+        status, message = _status(exc), _message(exc)
+        delay = attempts.next_delay(status, message)
+        if delay is None:
+            if len(attempts.failures) > 1:
+                message = f"{message} (after {len(attempts.failures)} attempts)"
+            raise ClientError(message, status) from exc
+        return delay
+
+    @staticmethod
+    def errors():
+        from tritonclient.utils import InferenceServerException
+
+        return InferenceServerException
 
 
 class MultimodalClient:
-    """Synchronous client. Use as a context manager or call close()."""
+    """Synchronous client. Use as a context manager or call close().
+
+    ``url`` is any gRPC target (``HOST:PORT``, ``dns:///HOST:PORT``, ``ipv4:A:P,B:Q``); with
+    ``channel=ChannelOptions(lb_policy="round_robin")`` requests are spread over every address
+    it resolves to.
+    """
 
     def __init__(
         self,
@@ -185,16 +321,12 @@ class MultimodalClient:
         model: str = spec.ENSEMBLE.name,
         ssl: bool = False,
         root_certificates: str | None = None,
+        channel: ChannelOptions | None = None,
     ) -> None:
-        import tritonclient.grpc as grpcclient
-
-        self._grpc = grpcclient
+        self._core = _Core(url, timeout_s, retry, model, ssl, root_certificates, channel)
         self.url, self.timeout_s, self.model = url, timeout_s, model
-        self.retry = retry or RetryPolicy()
-        self._client = grpcclient.InferenceServerClient(
-            url, ssl=ssl, root_certificates=root_certificates
-        )
-        self._num_classes: int | None = None
+        self.retry, self.channel = self._core.retry, self._core.channel
+        self._client = self._core.grpc.InferenceServerClient(url, **self._core.connection_kwargs())
 
     def __enter__(self) -> MultimodalClient:
         return self
@@ -206,8 +338,17 @@ class MultimodalClient:
         """Close the gRPC channel."""
         self._client.close()
 
+    def _call(self, fn: Callable):
+        attempts = self.retry.start()
+        while True:
+            try:
+                return fn()
+            except self._core.errors() as exc:
+                delay = self._core.retry_delay(attempts, exc)
+            time.sleep(delay)
+
     def is_ready(self) -> bool:
-        """True when the server and the ensemble are ready."""
+        """True when the server (the one this call reaches) and the ensemble are ready."""
         try:
             return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
         except Exception:
@@ -215,27 +356,10 @@ class MultimodalClient:
 
     def num_classes(self) -> int:
         """The classifier's class count, from the ensemble's metadata (cached)."""
-        if self._num_classes is None:
+        if self._core.num_classes is None:
             meta = self._call(lambda: self._client.get_model_metadata(self.model, as_json=True))
-            out = next(o for o in meta["outputs"] if o["name"] == spec.PROBABILITIES.name)
-            self._num_classes = int(out["shape"][-1])
-        return self._num_classes
-
-    def _call(self, fn):
-        from tritonclient.utils import InferenceServerException
-
-        delays = self.retry.delays()
-        while True:
-            try:
-                return fn()
-            except InferenceServerException as exc:
-                status = _status(exc)
-                if status == "UNAVAILABLE":
-                    delay = next(delays, None)
-                    if delay is not None:
-                        time.sleep(delay)
-                        continue
-                raise ClientError(_message(exc), status) from exc
+            self._core.learn_num_classes(meta)
+        return self._core.num_classes  # type: ignore[return-value]
 
     def predict(self, sample: Sample | None = None, **kwargs) -> Prediction:
         """Classify one sample (a Sample, or image=/text=/audio= keywords)."""
@@ -252,32 +376,16 @@ class MultimodalClient:
 
     def predict_batch(self, samples: Sequence[Sample]) -> list[Prediction]:
         """Classify several samples in one request (at most spec.MAX_REQUEST_BATCH)."""
-        if len(samples) > spec.MAX_REQUEST_BATCH:
-            raise ClientError(
-                f"{len(samples)} samples in one request; the limit is {spec.MAX_REQUEST_BATCH} "
-                "(use predict_many)",
-                "INVALID_ARGUMENT",
-            )
-        for s in samples:
-            s.validate()
-        n = self.num_classes()
-        inputs = build_inputs(samples, self._grpc.InferInput)
-        outputs = [
-            self._grpc.InferRequestedOutput(spec.PROBABILITIES.name, class_count=n),
-            self._grpc.InferRequestedOutput(spec.WEIGHTS.name),
-            self._grpc.InferRequestedOutput(spec.PRESENT.name),
-        ]
-        start = time.perf_counter()
-        result = self._call(
-            lambda: self._client.infer(
-                self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
-            )
-        )
-        return parse_result(result, n, (time.perf_counter() - start) * 1000)
+        self._core.check(samples)
+        request = self._core.request(samples, self.num_classes())
+        started = time.perf_counter()
+        result = self._call(lambda: self._client.infer(**self._core.infer_kwargs(request)))
+        return self._core.parse(result, request, started)
 
 
 class AsyncMultimodalClient:
-    """asyncio client over tritonclient.grpc.aio; same results as MultimodalClient."""
+    """asyncio client over tritonclient.grpc.aio; the same methods and results as
+    MultimodalClient, as coroutines."""
 
     def __init__(
         self,
@@ -288,17 +396,14 @@ class AsyncMultimodalClient:
         model: str = spec.ENSEMBLE.name,
         ssl: bool = False,
         root_certificates: str | None = None,
+        channel: ChannelOptions | None = None,
     ) -> None:
-        import tritonclient.grpc as grpcclient
         import tritonclient.grpc.aio as aioclient
 
-        self._grpc = grpcclient
-        self.timeout_s, self.model = timeout_s, model
-        self.retry = retry or RetryPolicy()
-        self._client = aioclient.InferenceServerClient(
-            url, ssl=ssl, root_certificates=root_certificates
-        )
-        self._num_classes: int | None = None
+        self._core = _Core(url, timeout_s, retry, model, ssl, root_certificates, channel)
+        self.url, self.timeout_s, self.model = url, timeout_s, model
+        self.retry, self.channel = self._core.retry, self._core.channel
+        self._client = aioclient.InferenceServerClient(url, **self._core.connection_kwargs())
 
     async def __aenter__(self) -> AsyncMultimodalClient:
         return self
@@ -310,51 +415,51 @@ class AsyncMultimodalClient:
         """Close the gRPC channel."""
         await self._client.close()
 
-    async def _call(self, make):
-        from tritonclient.utils import InferenceServerException
-
-        delays = self.retry.delays()
+    async def _call(self, make: Callable):
+        attempts = self.retry.start()
         while True:
             try:
                 return await make()
-            except InferenceServerException as exc:
-                status = _status(exc)
-                if status == "UNAVAILABLE":
-                    delay = next(delays, None)
-                    if delay is not None:
-                        await asyncio.sleep(delay)
-                        continue
-                raise ClientError(_message(exc), status) from exc
+            except self._core.errors() as exc:
+                delay = self._core.retry_delay(attempts, exc)
+            await asyncio.sleep(delay)
+
+    async def is_ready(self) -> bool:
+        """True when the server (the one this call reaches) and the ensemble are ready."""
+        try:
+            return bool(
+                await self._client.is_server_ready()
+                and await self._client.is_model_ready(self.model)
+            )
+        except Exception:
+            return False
 
     async def num_classes(self) -> int:
-        """The classifier's class count (cached)."""
-        if self._num_classes is None:
+        """The classifier's class count, from the ensemble's metadata (cached)."""
+        if self._core.num_classes is None:
             meta = await self._call(
                 lambda: self._client.get_model_metadata(self.model, as_json=True)
             )
-            out = next(o for o in meta["outputs"] if o["name"] == spec.PROBABILITIES.name)
-            self._num_classes = int(out["shape"][-1])
-        return self._num_classes
+            self._core.learn_num_classes(meta)
+        return self._core.num_classes  # type: ignore[return-value]
 
     async def predict(self, sample: Sample | None = None, **kwargs) -> Prediction:
-        """Classify one sample."""
+        """Classify one sample (a Sample, or image=/text=/audio= keywords)."""
         return (await self.predict_batch([sample or Sample(**kwargs)]))[0]
 
+    async def predict_many(
+        self, samples: Sequence[Sample], batch_size: int = spec.MAX_REQUEST_BATCH
+    ) -> list[Prediction]:
+        """Classify any number of samples, `batch_size` per request, in order."""
+        out: list[Prediction] = []
+        for start in range(0, len(samples), batch_size):
+            out += await self.predict_batch(samples[start : start + batch_size])
+        return out
+
     async def predict_batch(self, samples: Sequence[Sample]) -> list[Prediction]:
-        """Classify several samples in one request."""
-        for s in samples:
-            s.validate()
-        n = await self.num_classes()
-        inputs = build_inputs(samples, self._grpc.InferInput)
-        outputs = [
-            self._grpc.InferRequestedOutput(spec.PROBABILITIES.name, class_count=n),
-            self._grpc.InferRequestedOutput(spec.WEIGHTS.name),
-            self._grpc.InferRequestedOutput(spec.PRESENT.name),
-        ]
-        start = time.perf_counter()
-        result = await self._call(
-            lambda: self._client.infer(
-                self.model, inputs, outputs=outputs, client_timeout=self.timeout_s
-            )
-        )
-        return parse_result(result, n, (time.perf_counter() - start) * 1000)
+        """Classify several samples in one request (at most spec.MAX_REQUEST_BATCH)."""
+        self._core.check(samples)
+        request = self._core.request(samples, await self.num_classes())
+        started = time.perf_counter()
+        result = await self._call(lambda: self._client.infer(**self._core.infer_kwargs(request)))
+        return self._core.parse(result, request, started)
