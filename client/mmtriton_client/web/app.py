@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from mmtriton import spec
 from mmtriton.observability.web_metrics import WebMetrics
 
-from ..client import DEFAULT_URL
+from ..client import DEFAULT_URL, ChannelOptions
 from .gallery import prepare_gallery
 from .handlers import Classifier, PageResult, classify, weights_rows
 
@@ -73,6 +73,7 @@ class WebSettings:
     ssl: bool = False
     root_certificates: str | None = None  # path of a PEM CA file (as tritonclient wants); TLS
     timeout_s: float = 10.0
+    channel: ChannelOptions = field(default_factory=ChannelOptions)  # load balancing, keepalive
     auth: tuple[str, str] | None = None
     max_file_size: int = 2 * max(spec.LIMITS.max_image_bytes, spec.LIMITS.max_audio_bytes)
     concurrency_limit: int = 8
@@ -233,6 +234,7 @@ def create_app(
         timeout_s=settings.timeout_s,
         ssl=settings.ssl or settings.root_certificates is not None,
         root_certificates=settings.root_certificates,
+        channel=settings.channel,
     )
     blocks = create_blocks(settings, classifier, metrics)
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)

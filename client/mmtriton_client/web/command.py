@@ -8,11 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+from ..cli import add_channel_arguments, channel_options
 from ..client import DEFAULT_URL
 
 PASSWORD_ENV = "MMTRITON_WEB_PASSWORD"
 USER_ENV = "MMTRITON_WEB_USER"
 URL_ENV = "MMTRITON_TRITON_URL"
+LB_ENV = "MMTRITON_GRPC_LB"
 
 
 def auth_from_env(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
@@ -29,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--triton-url",
         default=os.environ.get(URL_ENV, DEFAULT_URL),
-        help=f"Triton gRPC address HOST:PORT (default ${URL_ENV} or {DEFAULT_URL})",
+        help="Triton gRPC target: HOST:PORT, dns:///HOST:PORT (every pod behind a headless "
+        f"Service, with --grpc-lb round_robin) or ipv4:A:P,B:Q (default ${URL_ENV} or "
+        f"{DEFAULT_URL})",
     )
+    # A bad $MMTRITON_GRPC_LB is named by run() (ChannelOptions refuses it).
+    add_channel_arguments(parser, lb_default=os.environ.get(LB_ENV) or "pick_first")
     parser.add_argument(
         "--host",
         default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
@@ -69,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: no such file: {args.triton_ca_cert}", file=sys.stderr)
             return 2
         root_certificates = str(args.triton_ca_cert)  # tritonclient reads the file itself
+    try:
+        channel = channel_options(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from .app import WebSettings, launch
 
     auth = auth_from_env()
@@ -77,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         root_certificates=root_certificates,
         ssl=root_certificates is not None,
         timeout_s=args.timeout,
+        channel=channel,
         auth=auth,
         concurrency_limit=args.concurrency,
         queue_size=args.queue_size,
@@ -85,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     print(
         f"web page on http://{shown}:{args.port} (metrics at /metrics), Triton at "
-        f"{args.triton_url}{' over TLS' if settings.ssl else ''}"
+        f"{args.triton_url} ({channel.lb_policy}){' over TLS' if settings.ssl else ''}"
         f"{', password protected' if auth else ''}",
         flush=True,
     )

@@ -22,7 +22,14 @@ from PIL import Image
 from mmtriton import spec
 from mmtriton.observability.web_metrics import NO_MODALITIES, WebMetrics
 
-from ..client import ClientError, MultimodalClient, Prediction, RetryPolicy, Sample
+from ..client import (
+    ChannelOptions,
+    ClientError,
+    MultimodalClient,
+    Prediction,
+    RetryPolicy,
+    Sample,
+)
 
 NO_INPUT_MESSAGE = (
     "Nothing to classify yet: upload or draw an image, type some text, or upload or record "
@@ -204,6 +211,7 @@ class Classifier:
         timeout_s: float = 10.0,
         ssl: bool = False,
         root_certificates: str | None = None,
+        channel: ChannelOptions | None = None,
         factory: ClientFactory | None = None,
     ) -> None:
         self.url, self.timeout_s = url, timeout_s
@@ -214,6 +222,7 @@ class Classifier:
                 retry=RetryPolicy(attempts=2, initial_backoff_s=0.2),
                 ssl=ssl,
                 root_certificates=root_certificates,
+                channel=channel,
             )
         )
         self._client: MultimodalClient | None = None
