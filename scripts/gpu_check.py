@@ -48,7 +48,7 @@ def main() -> int:
     import tensorrt as trt
     import torch
 
-    from mmtriton import spec
+    from mmtriton import layout, spec
     from mmtriton.paths import artifacts_dir, model_repository_dir
     from mmtriton.serving.fusion import NumpyFusion
     from mmtriton.serving.onnx_encoder import make_session
@@ -88,7 +88,7 @@ def main() -> int:
     feeds = encoder_inputs(samples, extractor)
     trt_runners = {m: TrtRunner(p) for m, p in plans.items()}
     ort = {
-        m: make_session(str(repo / spec.ENCODERS[m].name / "1" / "model.onnx"), 4)
+        m: make_session(str(layout.onnx_path(repo, spec.ENCODERS[m].name)), 4)
         for m in spec.ENCODERS
     }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mmtriton.layout import missing_onnx
 from mmtriton.paths import PROJECT_ROOT, artifacts_dir, model_repository_dir
 from mmtriton.server.process import TritonProcess, free_port, start_on_free_ports
 
@@ -16,7 +17,7 @@ __all__ = ["free_port", "start_triton"]  # tests import these from here
 def require_repository() -> Path:
     """The exported model repository; fails with the command to run when it is not built."""
     repo = model_repository_dir()
-    if not (repo / "image_encoder" / "1" / "model.onnx").exists():
+    if missing_onnx(repo):
         pytest.fail(f"{repo} is not exported; run `make repository` (mmtriton build && export)")
     return repo
 

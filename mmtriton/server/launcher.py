@@ -8,14 +8,23 @@ every state, and tritonserver never outlives this process.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from mmtriton.layout import missing_onnx
 from mmtriton.paths import artifacts_dir, model_repository_dir
 
-from .flags import DEFAULT_PORTS, PROFILES, ServerSettings
+from .flags import (
+    DEFAULT_PORTS,
+    DEFAULT_RESPONSE_CACHE_BYTES,
+    DEFAULT_TRACE_RATE,
+    OTLP_ENDPOINT_ENV,
+    PROFILES,
+    ServerSettings,
+)
 from .health import HealthServer, HealthState
 from .supervisor import StopRequested, Supervisor
 
@@ -41,6 +50,25 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--log",
         help="tritonserver log file, or - for this process's output (default: artifacts/logs/)",
     )
+    parser.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get(OTLP_ENDPOINT_ENV) or None,
+        help="export OpenTelemetry traces over OTLP/HTTP to this URL (e.g. "
+        f"http://collector:4318/v1/traces); default: ${OTLP_ENDPOINT_ENV}, else no tracing",
+    )
+    parser.add_argument(
+        "--trace-rate",
+        type=int,
+        default=DEFAULT_TRACE_RATE,
+        help=f"trace one request in N (default {DEFAULT_TRACE_RATE}; 1 traces every request)",
+    )
+    parser.add_argument(
+        "--response-cache-bytes",
+        type=int,
+        default=DEFAULT_RESPONSE_CACHE_BYTES,
+        help="size of the encoders' response cache in bytes "
+        f"(default {DEFAULT_RESPONSE_CACHE_BYTES}; 0 turns it off)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -48,10 +76,10 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     repo = (args.repository or model_repository_dir()).resolve()
     if not repo.is_dir():
         raise SystemExit(f"error: model repository {repo} does not exist; run `make repository`")
-    missing = [p for p in repo.glob("*_encoder/1") if not (p / "model.onnx").exists()]
+    missing = missing_onnx(repo)
     if args.profile == "cpu" and missing:
         raise SystemExit(
-            f"error: {repo} has no ONNX models ({missing[0]} is empty); run `mmtriton export`"
+            f"error: {repo} has no ONNX models ({missing[0]} is missing); run `mmtriton export`"
         )
     extra = {}
     if args.admin_key_file is not None:
@@ -73,6 +101,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_root_cert=args.tls_root_cert,
+            otlp_endpoint=args.otlp_endpoint,
+            trace_rate=args.trace_rate,
+            response_cache_bytes=args.response_cache_bytes,
             **extra,
         )
     except ValueError as exc:
@@ -100,6 +131,9 @@ def start_supervised(args: argparse.Namespace, stop: threading.Event) -> Supervi
     """Start tritonserver under a supervisor with its health endpoint; SystemExit on failure."""
     settings = settings_from_args(args)
     log = log_path_from_args(args)
+    if settings.otlp_endpoint:
+        # Inherited by tritonserver, so its Python-backend steps export their spans there too.
+        os.environ[OTLP_ENDPOINT_ENV] = settings.otlp_endpoint
     health = HealthState()
     try:
         health_server = HealthServer(health, settings.health_port).start()
@@ -132,6 +166,9 @@ def start_supervised(args: argparse.Namespace, stop: threading.Event) -> Supervi
         f"health http://localhost:{s.health_port}/ready",
         flush=True,
     )
+    tracing = f"1 request in {s.trace_rate} to {s.otlp_endpoint}" if s.otlp_endpoint else "off"
+    cache = f"{s.response_cache_bytes} bytes" if s.response_cache_bytes else "off"
+    print(f"tracing: {tracing}; response cache: {cache}", flush=True)
     return supervisor
 
 

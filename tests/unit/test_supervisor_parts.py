@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mmtriton import layout, spec
 from mmtriton.server import process as process_module
 from mmtriton.server.flags import ServerSettings, serve_args
 from mmtriton.server.health import (
@@ -195,11 +196,19 @@ def test_a_child_started_from_the_main_thread_dies_with_its_parent(tmp_path):
             parent.kill()
 
 
+def _exported_repository(tmp_path: Path) -> Path:
+    """A repository folder where every encoder has its ONNX file (contents do not matter)."""
+    repo = tmp_path / "repo"
+    for model in spec.ENCODERS.values():
+        path = layout.onnx_path(repo, model.name)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+    return repo
+
+
 def test_serve_args_round_trip_through_the_serve_parser(tmp_path):
     """What the manifests pass to `mmtriton serve` parses back into the same settings."""
-    repo = tmp_path / "repo"
-    (repo / "image_encoder" / "1").mkdir(parents=True)
-    (repo / "image_encoder" / "1" / "model.onnx").write_bytes(b"x")
+    repo = _exported_repository(tmp_path)
     key = tmp_path / "key"
     key.write_text("s3cret\n")
     settings = ServerSettings(
@@ -222,8 +231,7 @@ def test_serve_args_round_trip_through_the_serve_parser(tmp_path):
 
 
 def test_serve_refuses_an_empty_admin_key_file(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
+    repo = _exported_repository(tmp_path)
     key = tmp_path / "key"
     key.write_text("")
     parser = argparse.ArgumentParser()
@@ -235,7 +243,6 @@ def test_serve_refuses_an_empty_admin_key_file(tmp_path):
 
 def test_probe_payload_is_accepted_by_the_preprocessing_code():
     """The probe's inputs must be valid, or every probe would fail on a healthy server."""
-    from mmtriton import spec
     from mmtriton.preprocess.pipeline import Preprocessor
 
     payload = probe_payload()

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mmtriton.layout import missing_onnx
 from mmtriton.paths import artifacts_dir, model_repository_dir
 
 SERVED_KEYS = ("concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "errors")
@@ -337,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `mmtriton bench`."""
     root = args.artifacts or artifacts_dir()
     repo = args.repository or model_repository_dir()
-    if not (repo / "image_encoder" / "1" / "model.onnx").exists():
+    if missing_onnx(repo):
         raise SystemExit(f"error: {repo} is not exported; run `mmtriton export` first")
     s = _settings(args)
     if args.sweep:

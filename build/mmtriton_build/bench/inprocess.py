@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmtriton import spec
+from mmtriton import layout, spec
 from mmtriton_client.client import Sample
 
 from .stats import latency_summary
@@ -39,10 +39,12 @@ class OnnxPipeline:
 
         self.preprocessor = _preprocessor(repo)
         self.sessions = {
-            m: make_session(str(repo / model.name / "1" / "model.onnx"), ort_threads)
+            m: make_session(str(layout.onnx_path(repo, model.name)), ort_threads)
             for m, model in spec.ENCODERS.items()
         }
-        self.fusion = NumpyFusion(repo / "fusion" / "1" / "fusion.npz")
+        self.fusion = NumpyFusion(
+            layout.version_dir(repo, spec.FUSION.name) / layout.FUSION_WEIGHTS
+        )
 
     def preprocess(self, samples: list[Sample]) -> dict[str, np.ndarray]:
         return self.preprocessor.preprocess_batch(*columns(samples))
