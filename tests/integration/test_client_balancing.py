@@ -116,6 +116,16 @@ def test_pick_first_sends_everything_to_one_server(servers, face):
     assert sorted(shares) == [0, N]
 
 
+@pytest.mark.parametrize("policy", ["pick_first", "round_robin"])
+def test_a_dns_target_reaches_the_server(servers, policy):
+    # the form a headless Service is dialled in (dns:///NAME:PORT); here NAME is localhost,
+    # whose ::1 address nothing listens on: round_robin must skip it, not fail
+    a, _ = servers
+    url = f"dns:///localhost:{a.settings.grpc_port}"
+    shares = served_shares(servers, lambda: send_sync(url, policy))
+    assert shares == [N, 0]
+
+
 @dataclass
 class LoadRun:
     """What callers saw while one server went away."""
