@@ -40,6 +40,11 @@ AUDIO_HOP = 160
 AUDIO_CLIP_SECONDS = 1.0
 AUDIO_FRAMES = int(AUDIO_CLIP_SECONDS * AUDIO_SAMPLE_RATE) // AUDIO_HOP + 1
 
+# The ports a deployment uses unless told otherwise: Triton's three, and the health endpoint of
+# `mmtriton serve` (/ready, /live, /status) that Kubernetes probes.
+DEFAULT_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
+DEFAULT_WEB_PORT = 7860  # the web page (Gradio's own default)
+
 # The most samples one client request may carry (the ensemble's max_batch_size).
 MAX_REQUEST_BATCH = 32
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mmtriton import spec
 from mmtriton.paths import artifacts_dir
 from mmtriton.server.launcher import (
     add_server_arguments,
@@ -26,7 +27,7 @@ from mmtriton.server.process import tied_to_this_process
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `mmtriton up`."""
     add_server_arguments(parser)
-    parser.add_argument("--web-port", type=int, default=7860, help="web page port")
+    parser.add_argument("--web-port", type=int, default=spec.DEFAULT_WEB_PORT, help="web page port")
     parser.add_argument("--no-web", action="store_true", help="do not start the web page")
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--no-prometheus", action="store_true", help="no local Prometheus")

@@ -28,7 +28,7 @@ from mmtriton import spec
 from mmtriton.observability import metrics as m
 from mmtriton.observability import web_metrics as wm
 
-DEFAULT_URL = "http://localhost:8002/metrics"
+DEFAULT_URL = f"http://localhost:{spec.DEFAULT_PORTS['metrics']}/metrics"
 Labels = Mapping[str, str]
 
 
@@ -360,7 +360,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web-url",
         default=None,
-        help="the web page's metrics too, e.g. http://localhost:7860/metrics",
+        help=f"the web page's metrics too, e.g. http://localhost:{spec.DEFAULT_WEB_PORT}/metrics",
     )
     parser.add_argument(
         "--interval",

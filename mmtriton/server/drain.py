@@ -91,7 +91,9 @@ def drain(metrics_url: str, timeout_s: float, flag_path: str | os.PathLike | Non
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `mmtriton drain`."""
-    parser.add_argument("--metrics-url", default="http://localhost:8002/metrics")
+    parser.add_argument(
+        "--metrics-url", default=f"http://localhost:{spec.DEFAULT_PORTS['metrics']}/metrics"
+    )
     parser.add_argument("--timeout", type=float, default=25.0, help="seconds to wait at most")
 
 

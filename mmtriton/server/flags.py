@@ -9,11 +9,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-PROFILES = ("cpu", "gpu")
+from mmtriton import spec
 
-# The ports every deployment uses unless told otherwise: Triton's three, and the supervisor's
-# health endpoint (`mmtriton serve`: /ready, /live, /status) that Kubernetes probes.
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
+PROFILES = ("cpu", "gpu")
+DEFAULT_PORTS = spec.DEFAULT_PORTS
 
 # Each Python-backend instance maps a region of this size in /dev/shm; it grows on demand.
 PYTHON_SHM_DEFAULT_BYTES = 8 * 1024 * 1024
