@@ -11,9 +11,12 @@ from mmtriton_build.reliability.hostile import run_hostile, run_web_hostile
 pytestmark = pytest.mark.integration
 
 
-def test_every_hostile_input_gets_a_clear_answer(rel_server, examples):
+def test_invalid_inputs_are_refused_clearly_and_odd_valid_ones_answered(rel_server, examples):
     result = run_hostile(rel_server.grpc_url, examples)
-    assert result["tried"] >= 40
+    assert result["invalid_tried"] >= 40 and result["valid_tried"] >= 30
+    # Refusals and answers counted apart: refusing a valid input is a failure too.
+    assert result["invalid_refused"] == result["invalid_tried"]
+    assert result["valid_answered"] == result["valid_tried"]
     bad = [f"{r['name']}: {r['status']} {r['message'][:120]}" for r in result["not_clean"]]
     assert not bad, "\n".join(bad)
     groups = {r["group"] for r in result["cases"]}
@@ -29,4 +32,5 @@ def test_hostile_inputs_through_the_web_page(rel_server, examples, tmp_path):
     assert result is not None, "the web page (mmtriton_client.web) is not installed"
     bad = [r for r in result["cases"] if not r["clean"]]
     assert not bad, bad
-    assert result["tried"] >= 5
+    assert result["invalid_tried"] >= 5 and result["valid_tried"] >= 3
+    assert all(r["ready_after"] for r in result["cases"])

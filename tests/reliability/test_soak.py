@@ -1,5 +1,5 @@
-"""Sustained mixed load (SOAK_SECONDS, 20 s here; `make soak` runs 10 minutes): no errors, and
-the server's memory (tritonserver + stubs) flat after warm-up."""
+"""Sustained mixed load (SOAK_SECONDS, 20 s here; `make soak` runs 10 minutes with the same
+bounds): no errors, and the server's memory (tritonserver + stubs) flat after warm-up."""
 
 from __future__ import annotations
 
@@ -17,4 +17,7 @@ def test_soak_has_no_errors_and_flat_memory(rel_server, examples):
     assert result["bad_inputs_refused"] > 0  # the refusal path ran too
     assert result["accuracy"] >= 0.85
     assert result["rss_growth_pct"] is not None
-    assert result["rss_growth_pct"] < 10, result
+    assert result["rss_growth_pct"] < 5, result
+    # Reported like Triton's L0_memory_growth; 20 s is too short to bound it meaningfully.
+    assert result["requests_after_warmup"] > 0
+    assert result["rss_bytes_per_10k_requests"] is not None

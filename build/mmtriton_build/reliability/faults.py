@@ -1,176 +1,433 @@
-"""Faults under load: a Python-backend stub killed, the server SIGKILLed and restarted on the
-same ports, and a graceful stop (drain) while clients keep sending.
+"""Faults under load against the product, `mmtriton serve` (serve.py): each Python-backend stub
+SIGKILLed in turn, a stub SIGSTOPped, tritonserver SIGKILLed, SIGTERM after a stub death,
+SIGTERM under load, SIGKILL of the launcher itself, and the web page while Triton restarts.
 
-Callers are clients of the library: most retry UNAVAILABLE (``RETRYING``, a budget of about
-9 s: longer than a restart here), one does not retry at all (what a bare gRPC caller sees).
+Nothing here heals anything: the supervisor inside `mmtriton serve` must. While a fault runs,
+``ReadinessWatch`` polls the health port's /ready every 50 ms, so each figure says whether
+readiness was false during the gap, how long the heal took, and when callers were answered
+again. Callers are clients of the library: most use its default ``RetryPolicy`` (what a
+caller gets without tuning anything), one never retries (what a bare gRPC caller sees). Every
+request a retrying caller did not get answered counts as lost: failed (e.g. INTERNAL), broken
+mid-flight, or past its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mmtriton.server.process import TritonProcess
-from mmtriton.server.procs import stub_instances
 from mmtriton_client.client import AsyncMultimodalClient, RetryPolicy
 
 from .load import Outcome, closed_loop, mixed_caller, summarize
-from .servers import StubWatchdog, is_ready, kill_hard, restart
+from .serve import ServeProcess, alive, port_listening
 
-RETRYING = RetryPolicy(attempts=12, initial_backoff_s=0.2, max_backoff_s=1.0)
 BARE = RetryPolicy(attempts=1)
+# During a stop nothing comes back: a short policy so callers give up quickly.
+STOPPING = RetryPolicy(attempts=2)
 PACE_S = 0.15  # per caller: about 6-7 requests/s each, well within capacity
+HEAL_BOUND_S = 30.0  # the issue's bound: next answer within 30 s of the fault
+STOP_BOUND_S = 30.0  # SIGTERM: exit 0 within 30 s in every state
+ORPHAN_BOUND_S = 5.0  # SIGKILL of the launcher: tritonserver gone, ports free within this
 
 
-async def _with_load(url: str, examples: Sequence, workers: int, fault, policy=RETRYING):
-    """Run `fault()` (blocking, in a thread) while `workers` retrying callers and one bare
-    caller send mixed requests; load goes on for 2 s after the fault returns."""
+class ReadinessWatch:
+    """Polls /ready (health port) in a thread: [(monotonic time, ready?)]."""
+
+    def __init__(self, serve: ServeProcess, every_s: float = 0.05) -> None:
+        self.serve, self.every_s = serve, every_s
+        self.samples: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ready-watch", daemon=True)
+
+    def __enter__(self) -> ReadinessWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self.serve.ready()))
+            self._stop.wait(self.every_s)
+
+    def first(self, ready: bool, after: float) -> float | None:
+        """When /ready first answered `ready` after `after`."""
+        return next((t for t, r in list(self.samples) if t > after and r == ready), None)
+
+    def wait_for(self, ready: bool, after: float, timeout_s: float) -> float | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            at = self.first(ready, after)
+            if at is not None:
+                return at
+            time.sleep(0.02)
+        return None
+
+
+async def _with_load(
+    url: str,
+    examples: Sequence,
+    workers: int,
+    fault: Callable,
+    policy: RetryPolicy | None = None,
+    lead_s: float = 1.5,
+    tail_s: float = 1.5,
+):
+    """Run `fault()` (blocking, in a thread) while `workers` callers with `policy` (default:
+    the library's default retries) and one bare caller send mixed requests; the load starts
+    `lead_s` before the fault and goes on for `tail_s` after it returns, and (up to 30 s more)
+    until a retrying caller got an answer to a request sent after the fault began: that
+    answer is the "next successful answer" the figures time.
+    Returns (retrying outcomes, bare outcomes, fault's result)."""
     done_at: list[float] = []
+    began: list[float] = []
+    retried: list[Outcome] = []
+
+    def answered_since_fault() -> bool:
+        return any(o.kind == "ok" and o.start >= began[0] for o in retried)
 
     def until() -> bool:
-        return bool(done_at) and time.monotonic() > done_at[0] + 2.0
+        if not done_at:
+            return False
+        now = time.monotonic()
+        return now > done_at[0] + tail_s and (answered_since_fault() or now > done_at[0] + 30)
 
     async with (
-        AsyncMultimodalClient(url, retry=policy) as retrying,
+        AsyncMultimodalClient(url, retry=policy or RetryPolicy()) as retrying,
         AsyncMultimodalClient(url, retry=BARE) as bare,
     ):
         await retrying.num_classes()
         await bare.num_classes()
 
         async def run_fault():
-            await asyncio.sleep(2.0)  # load is steady by now
+            await asyncio.sleep(lead_s)  # load is steady by now
+            began.append(time.monotonic())
             try:
                 return await asyncio.to_thread(fault)
             finally:
                 done_at.append(time.monotonic())
 
-        both = await asyncio.gather(
-            closed_loop(mixed_caller(retrying, examples), workers, until, PACE_S),
+        return await asyncio.gather(
+            closed_loop(mixed_caller(retrying, examples), workers, until, PACE_S, retried),
             closed_loop(mixed_caller(bare, examples), 1, until, PACE_S),
             run_fault(),
         )
-    return both
 
 
-def _back_after(outcomes: list[Outcome], since: float) -> float | None:
-    """Seconds from `since` until the first request started after it was answered."""
-    ends = [o.end for o in outcomes if o.kind == "ok" and o.start > since]
-    return round(min(ends) - since, 2) if ends else None
+def lost(summary: dict) -> int:
+    """Requests neither answered nor refused as invalid/retry-later: failed, broken, timed out."""
+    return summary["failed"] + summary["lost"] + summary["timeout"]
 
 
-def stub_kill(server: TritonProcess, log_dir: Path, examples: Sequence, workers: int = 4):
-    """SIGKILL the image encoder's stub under load; the watchdog restarts the server."""
-    probes: list[tuple[float, bool]] = []  # (answered at, ready?)
-    marks: dict[str, float] = {}
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
-    with StubWatchdog(server, log_dir, poll_s=0.2) as watchdog:
+
+def answer_gaps(outcomes: list[Outcome], since: float) -> tuple[float | None, float | None]:
+    """(back after: the first answer to a request sent at or after `since`, in seconds from
+    `since`; the longest time between two answers from the last one before `since` on)."""
+    ends = sorted(o.end for o in outcomes if o.kind == "ok")
+    after = [o.end for o in outcomes if o.kind == "ok" and o.start >= since]
+    back = min(after) - since if after else None
+    around = [e for e in ends if e < since][-1:] + [e for e in ends if e >= since]
+    gap = max((b - a for a, b in itertools.pairwise(around)), default=None)
+    return _rounded(back), _rounded(gap)
+
+
+def stub_fault(
+    serve: ServeProcess,
+    examples: Sequence,
+    instance: str,
+    sig: int = signal.SIGKILL,
+    workers: int = 3,
+    timeout_s: float = 60.0,
+) -> dict:
+    """Send `sig` to one stub (or "tritonserver") under load and wait for the product to heal.
+
+    Figures, in seconds from the signal: ``detected_after_s`` (first /ready 503),
+    ``healed_after_s`` (first /ready 200 after that), ``back_after_s`` (first answer to a
+    request sent after detection began: served by the healed server), ``longest_gap_s``
+    between two answers. The fault survived when readiness went false, the heal and the next
+    answer came within HEAL_BOUND_S, and no retrying caller lost a request.
+    """
+    before = serve.status()
+    marks: dict = {}
+    with ReadinessWatch(serve) as watch:
 
         def fault():
-            name, pid = next(
-                (n, p)
-                for n, p in stub_instances(server.process.pid).items()
-                if n.startswith("image_encoder")
-            )
-            marks["kill"] = time.monotonic()
-            os.kill(pid, signal.SIGKILL)
-            while not watchdog.detected_at:  # Triton's own view meanwhile
-                ready = is_ready(server)
-                probes.append((time.monotonic(), ready))
-                time.sleep(0.02)
-            while not watchdog.events:
-                time.sleep(0.05)
-            return name
+            serve.track_now()
+            pid = serve.triton_pid() if instance == "tritonserver" else serve.stubs()[instance]
+            marks["pid"] = pid
+            marks["at"] = time.monotonic()
+            os.kill(pid, sig)
+            down = watch.wait_for(False, marks["at"], timeout_s)
+            marks["down"] = down
+            marks["up"] = watch.wait_for(True, down, timeout_s) if down else None
+            if marks["up"]:
+                deadline = time.monotonic() + 10  # the signalled process must be gone too
+                while alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                serve.track_now()
+            marks["signalled_left_alive"] = alive(pid)
 
-        retrying, bare, name = asyncio.run(_with_load(server.grpc_url, examples, workers, fault))
-        event = watchdog.events[0]
-        server = watchdog.server
-    kill = marks["kill"]
-    before = [ready for at, ready in probes if at < event["detected_at"]]
-    return server, {
-        "killed": name,
-        "ready_probes_while_broken": len(before),
-        "ready_while_broken": sum(before),
-        "detected_after_ms": round((event["detected_at"] - kill) * 1000),
-        "restart_s": round(event["ready_at"] - event["detected_at"], 2),
-        "back_after_s": _back_after(retrying, kill),
-        "shm_regions_left_by_killed_server": event["shm_regions_left"],
-        "retrying_callers": summarize(retrying),
+        retrying, bare, _ = asyncio.run(_with_load(serve.grpc_url, examples, workers, fault))
+    at, down, up = marks["at"], marks["down"], marks["up"]
+    after = serve.status()
+    back, gap = answer_gaps(retrying, down if down is not None else at)
+    callers = summarize(retrying)
+    out = {
+        "target": instance,
+        "signal": signal.Signals(sig).name,
+        "ready_false_during_gap": down is not None,
+        "detected_after_s": _rounded(down - at if down else None),
+        "healed_after_s": _rounded(up - at if up else None),
+        "back_after_s": None if back is None else round(back + (down - at if down else 0), 2),
+        "longest_gap_s": gap,
+        "restarts": [before.get("restarts"), after.get("restarts")],
+        "heal_reason": (after.get("last_heal") or {}).get("reason"),
+        "signalled_process_left_alive": marks["signalled_left_alive"],
+        "retrying_callers": callers,
+        "retrying_lost": lost(callers),
         "bare_caller": summarize(bare),
     }
-
-
-def server_kill(server: TritonProcess, log_dir: Path, examples: Sequence, workers: int = 4):
-    """SIGKILL tritonserver under load and start it again on the same ports."""
-    box: dict = {}
-
-    def fault():
-        box["kill"] = time.monotonic()
-        box["shm_left"] = kill_hard(server)
-        box["server"] = restart(server, log_dir)
-        box["ready"] = time.monotonic()
-
-    retrying, bare, _ = asyncio.run(_with_load(server.grpc_url, examples, workers, fault))
-    return box["server"], {
-        "restart_s": round(box["ready"] - box["kill"], 2),
-        "back_after_s": _back_after(retrying, box["kill"]),
-        "shm_regions_left_by_killed_server": box["shm_left"],
-        "retrying_callers": summarize(retrying),
-        "bare_caller": summarize(bare),
-    }
-
-
-def drain_under_load(server: TritonProcess, examples: Sequence, workers: int = 4) -> dict:
-    """Graceful stop (drain, then SIGTERM) while callers keep sending; callers use the
-    library's default retry policy, so requests after the stop end in UNAVAILABLE."""
-    box: dict = {}
-
-    def fault():
-        box["stop"] = time.monotonic()
-        box["code"] = server.stop(drain_timeout_s=3.0)
-        box["stopped"] = time.monotonic()
-
-    retrying, bare, _ = asyncio.run(
-        _with_load(server.grpc_url, examples, workers, fault, policy=RetryPolicy())
+    out["survived"] = bool(
+        out["ready_false_during_gap"]
+        and out["healed_after_s"] is not None
+        and out["back_after_s"] is not None
+        and out["back_after_s"] < HEAL_BOUND_S
+        and out["retrying_lost"] == 0
+        and not out["signalled_process_left_alive"]
     )
-    in_flight_at_stop = [o for o in retrying + bare if o.start < box["stop"] < o.end]
-    return {
-        "exit_code": box["code"],
-        "stop_s": round(box["stopped"] - box["stop"], 2),
-        "shm_regions_left": len(server.leaked_at_exit),
-        "in_flight_at_stop": len(in_flight_at_stop),
-        "in_flight_at_stop_answered": sum(o.kind == "ok" for o in in_flight_at_stop),
-        "callers": summarize(retrying + bare),
-    }
-
-
-def run_faults(log_dir: Path, examples: Sequence, start) -> dict:
-    """All three faults on one server lineage (`start(log_dir)` starts the first server)."""
-    server = start(log_dir)
-    out: dict = {}
-    try:
-        server, out["stub_kill"] = stub_kill(server, log_dir, examples)
-        server, out["server_kill"] = server_kill(server, log_dir, examples)
-        out["drain_under_load"] = drain_under_load(server, examples)
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            kill_hard(server)
     return out
 
 
-def faults_survived(result: dict) -> int:
-    """How many of the faults the service came back from with nothing lost."""
-    stub, kill, drain = (result[k] for k in ("stub_kill", "server_kill", "drain_under_load"))
-    return sum(
-        [
-            stub["back_after_s"] is not None and stub["retrying_callers"]["lost"] == 0,
-            kill["back_after_s"] is not None
-            and kill["retrying_callers"]["failed"] + kill["retrying_callers"]["lost"] == 0,
-            drain["exit_code"] == 0
-            and drain["shm_regions_left"] == 0
-            and drain["callers"]["failed"] + drain["callers"]["lost"] == 0,
-        ]
+def kill_each_stub(serve: ServeProcess, examples: Sequence, workers: int = 3) -> list[dict]:
+    """SIGKILL every Python-backend stub in turn (waiting for each heal)."""
+    return [stub_fault(serve, examples, name, workers=workers) for name in sorted(serve.stubs())]
+
+
+def _stop_under_load(
+    serve: ServeProcess, examples: Sequence, before_stop: Callable[[], None], workers: int
+) -> dict:
+    box: dict = {}
+
+    def fault():
+        before_stop()
+        box["state"] = serve.status().get("state")
+        box["at"] = time.monotonic()
+        box["stop"] = serve.stop(signal.SIGTERM, bound_s=60.0)
+
+    retrying, bare, _ = asyncio.run(
+        _with_load(serve.grpc_url, examples, workers, fault, policy=STOPPING, tail_s=0.5)
     )
+    stop = box["stop"]
+    in_flight = [o for o in retrying + bare if o.start < box["at"] < o.end]
+    return {
+        "supervisor_state_at_sigterm": box["state"],
+        "exit_code": stop.exit_code,
+        "triton_exit": stop.triton_exit,
+        "stop_s": stop.seconds,
+        "shm_regions_left": stop.shm_regions_left,
+        "processes_left": stop.processes_left,
+        "in_flight_at_stop": len(in_flight),
+        "in_flight_at_stop_answered": sum(o.kind == "ok" for o in in_flight),
+        "callers": summarize(retrying + bare),
+        "stop_clean": stop.clean(STOP_BOUND_S),
+    }
+
+
+def stop_after_stub_death(
+    serve: ServeProcess, examples: Sequence, instance: str = "image_encoder_0_0", workers: int = 3
+) -> dict:
+    """SIGKILL a stub under load, then SIGTERM `mmtriton serve` 1 s later (mid-heal)."""
+
+    def kill_then_wait():
+        os.kill(serve.stubs()[instance], signal.SIGKILL)
+        time.sleep(1.0)
+
+    out = {"killed": instance, **_stop_under_load(serve, examples, kill_then_wait, workers)}
+    out["survived"] = out["stop_clean"]
+    return out
+
+
+def stop_under_load(serve: ServeProcess, examples: Sequence, workers: int = 3) -> dict:
+    """SIGTERM `mmtriton serve` while callers keep sending: what was in flight is answered."""
+    out = _stop_under_load(serve, examples, lambda: None, workers)
+    out["survived"] = bool(
+        out["stop_clean"]
+        and out["triton_exit"] == "0"  # healthy: drained, not killed
+        and out["in_flight_at_stop_answered"] == out["in_flight_at_stop"]
+        and lost(out["callers"]) == 0
+    )
+    return out
+
+
+def launcher_sigkill(serve: ServeProcess, bound_s: float = ORPHAN_BOUND_S) -> dict:
+    """SIGKILL `mmtriton serve` itself: tritonserver and its stubs must die with it and free
+    the ports (the launcher ties their lives to its own), not live on as orphans."""
+    assert serve.process is not None
+    serve.track_now()
+    triton, stubs = serve.triton_pid(), list(serve.stubs().values())
+    ports = {k: v for k, v in serve.ports.items() if k != "health"}
+    at = time.monotonic()
+    serve.process.kill()
+    serve.process.wait()
+    gone_at = free_at = None
+    deadline = at + max(15.0, bound_s * 3)
+    while time.monotonic() < deadline and (gone_at is None or free_at is None):
+        now = time.monotonic()
+        if gone_at is None and not any(alive(p) for p in [triton, *stubs] if p):
+            gone_at = now
+        if free_at is None and not any(port_listening(p) for p in ports.values()):
+            free_at = now
+        time.sleep(0.05)
+    left = [p for p in [triton, *stubs] if p and alive(p)]
+    listening = sorted(k for k, p in ports.items() if port_listening(p))
+    regions, _ = serve.leftovers()
+    serve.cleanup()  # whatever survived: we remove it, after counting
+    out = {
+        "triton_pid": triton,
+        "stubs": len(stubs),
+        "processes_gone_after_s": _rounded(gone_at - at if gone_at else None),
+        "ports_free_after_s": _rounded(free_at - at if free_at else None),
+        "processes_left": len(left),
+        "ports_still_listening": listening,
+        "shm_regions_left": len(regions),  # the next start removes them (stale regions)
+    }
+    out["survived"] = bool(
+        gone_at is not None
+        and free_at is not None
+        and gone_at - at < bound_s
+        and free_at - at < bound_s
+    )
+    return out
+
+
+def web_during_restart(
+    serve: ServeProcess, examples: Sequence, folder: Path, instance: str = "text_encoder_0_0"
+) -> dict:
+    """The web page (real HTTP through its API) while `mmtriton serve` heals a SIGKILLed stub:
+    friendly errors during the gap, answers again by itself once the server is back."""
+    from gradio_client import Client
+
+    from mmtriton.server.process import free_port
+    from mmtriton_client.web.app import WebSettings, launch
+
+    ex = next(e for e in examples if e.text)
+    settings = WebSettings(triton_url=serve.grpc_url, n_examples=0, examples_dir=folder)
+    page = launch(host="127.0.0.1", port=free_port(), block=False, settings=settings)
+    answers: list[tuple[float, float, str]] = []  # (sent, answered, label or error kind)
+    stop = threading.Event()
+    marks: dict = {}
+    api = Client(page.url, verbose=False)
+
+    def ask():
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                got = api.predict(None, ex.text, None, api_name="/predict")
+                kind = (got.get("error") or {}).get("kind") or f"label {got.get('label')}"
+            except Exception as exc:  # the page itself failed: never expected
+                kind = f"page error: {type(exc).__name__}"
+            answers.append((sent, time.monotonic(), kind))
+            stop.wait(0.25)
+
+    try:
+        with ReadinessWatch(serve) as watch:
+            asker = threading.Thread(target=ask, name="web-asker", daemon=True)
+            asker.start()
+            time.sleep(1.5)
+            marks["at"] = time.monotonic()
+            os.kill(serve.stubs()[instance], signal.SIGKILL)
+            down = watch.wait_for(False, marks["at"], 60)
+            up = watch.wait_for(True, down, 60) if down else None
+            deadline = time.monotonic() + 20
+            # Until the page has answered correctly twice after the server was back.
+            while time.monotonic() < deadline and up is not None:
+                if sum(1 for s, _, k in answers if s > up and k.startswith("label")) >= 2:
+                    break
+                time.sleep(0.1)
+            stop.set()
+            asker.join(timeout=30)
+    finally:
+        api.close()
+        page.stop()
+    good = f"label {ex.label}"
+    at = marks["at"]
+    kinds: dict[str, int] = {}
+    for _, _, kind in answers:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    back = next((a for s, a, k in answers if up and s > up and k == good), None)
+    out = {
+        "killed": instance,
+        "ready_false_during_gap": down is not None,
+        "server_healed_after_s": _rounded(up - at if up else None),
+        "page_back_after_server_s": _rounded(back - up if back and up else None),
+        "page_answers": kinds,
+        "page_failures": sum(n for k, n in kinds.items() if k.startswith("page error")),
+        "answered_before_fault": sum(1 for s, _, k in answers if s < at and k == good),
+    }
+    out["survived"] = bool(
+        out["page_back_after_server_s"] is not None
+        and out["page_back_after_server_s"] < 10
+        and out["page_failures"] == 0
+        and out["answered_before_fault"] > 0
+    )
+    return out
+
+
+def run_heal_faults(
+    repository: Path, log_dir: Path, examples: Sequence, every_stub: bool = True
+) -> dict:
+    """Serve lineage A: every stub killed in turn, a stub SIGSTOPped, tritonserver SIGKILLed,
+    the web page across a heal, then SIGTERM right after a stub death."""
+    serve = ServeProcess(repository, log_dir).start()
+    out: dict = {}
+    try:
+        if every_stub:
+            out["stub_kill"] = kill_each_stub(serve, examples)
+        else:
+            out["stub_kill"] = [stub_fault(serve, examples, "image_encoder_0_0")]
+        out["stub_stop"] = stub_fault(serve, examples, "image_encoder_0_0", signal.SIGSTOP)
+        out["triton_kill"] = stub_fault(serve, examples, "tritonserver")
+        out["web_during_restart"] = web_during_restart(serve, examples, log_dir / "web")
+        out["stop_after_stub_death"] = stop_after_stub_death(serve, examples)
+    finally:
+        if serve.process is not None and serve.process.poll() is None:
+            serve.kill_all()
+    return out
+
+
+FAULT_NAMES = (
+    "stub_kill",
+    "stub_stop",
+    "triton_kill",
+    "web_during_restart",
+    "stop_after_stub_death",
+    "stop_under_load",
+    "launcher_sigkill",
+    "prometheus_down",
+    "idle_connections",
+    "client_disconnects",
+)
+
+
+def fault_results(faults: dict) -> list[tuple[str, bool]]:
+    """(name, survived) per fault that ran; one entry per stub for the stub kills."""
+    out = []
+    for name in FAULT_NAMES:
+        value = faults.get(name)
+        if value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            label = f"{name}:{item['target']}" if "target" in item and name == "stub_kill" else name
+            out.append((label, bool(item["survived"])))
+    return out

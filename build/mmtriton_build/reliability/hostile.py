@@ -14,7 +14,15 @@ import numpy as np
 from mmtriton import spec
 from mmtriton_client.client import MultimodalClient, Sample, parse_result
 
-from .payloads import Case, Reference, build_cases, flac_claiming_seconds, png_claiming
+from .payloads import (
+    Case,
+    Reference,
+    build_cases,
+    flac_claiming_seconds,
+    png_claiming,
+    stereo_48k,
+    tiny_png,
+)
 
 
 def choose_reference(client: MultimodalClient, examples: Sequence) -> Reference:
@@ -100,15 +108,32 @@ def run_hostile(url: str, examples: Sequence) -> dict:
                 }
             )
     return {
-        "tried": len(results),
-        "clean": sum(r["clean"] for r in results),
+        **split_counts(results),
         "not_clean": [r for r in results if not r["clean"]],
         "cases": results,
     }
 
 
-def web_cases(ref: Reference, folder: Path) -> list[tuple[str, dict, str, tuple[str, ...]]]:
-    """(name, /predict arguments, expected error kind or label, words) for the web page."""
+def split_counts(results: list[dict]) -> dict:
+    """Invalid inputs (must be refused) and odd-but-valid ones (must be answered), counted
+    apart: a suite that refused everything must not look clean."""
+    invalid = [r for r in results if r["expect"] == "invalid"]
+    valid = [r for r in results if r["expect"] == "valid"]
+    return {
+        "tried": len(results),
+        "clean": sum(r["clean"] for r in results),
+        "invalid_tried": len(invalid),
+        "invalid_refused": sum(r["clean"] for r in invalid),
+        "valid_tried": len(valid),
+        "valid_answered": sum(r["clean"] for r in valid),
+    }
+
+
+WEB_REFUSALS = ("invalid_input", "no_input")  # the page's error kinds for a user's bad input
+
+
+def web_cases(ref: Reference, folder: Path) -> list[tuple[str, dict, str | None, tuple[str, ...]]]:
+    """(name, /predict arguments, expected error kind, label or None (any label), words)."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def file(name: str, data: bytes) -> Path:
@@ -134,6 +159,9 @@ def web_cases(ref: Reference, folder: Path) -> list[tuple[str, dict, str, tuple[
         ("web_megabyte_text", {"text": "seven " * 200_000}, "invalid_input", ("limit",)),
         ("web_control_chars", {"text": "\x07\x1b[31m" + ref.text + "\u202e"}, ref.label, ()),
         ("web_nothing", {"text": "   "}, "no_input", ()),
+        ("web_non_latin_text", {"text": "семь 七 ٧ 🙂"}, None, ()),
+        ("web_stereo_48k_wav", {"audio": file("s.wav", stereo_48k(ref.audio))}, ref.label, ()),
+        ("web_1x1_image", {"image": file("p.png", tiny_png())}, None, ()),
     ]
 
 
@@ -165,18 +193,25 @@ def run_web_hostile(triton_url: str, ref_examples: Sequence, folder: Path) -> di
             error = answer.get("error") or {}
             got = error.get("kind") or answer.get("label")
             text = error.get("message", "")
-            ok = got == expected and all(w.lower() in text.lower() for w in words)
+            refusal = expected in WEB_REFUSALS
+            # expected None: any label, as long as it is an answer
+            ok = bool(answer.get("label")) and not error if expected is None else got == expected
+            ok = ok and all(w.lower() in text.lower() for w in words)
             after = api.predict(None, ref.text, None, api_name="/predict")
+            with MultimodalClient(triton_url) as client:
+                ready = client.is_ready()
             results.append(
                 {
                     "name": name,
+                    "expect": "invalid" if refusal else "valid",
                     "got": got,
                     "message": text[:200],
-                    "clean": ok and after.get("label") == ref.label,
+                    "ready_after": ready,
+                    "clean": ok and ready and after.get("label") == ref.label,
                 }
             )
     finally:
         if api is not None:
             api.close()
         page.stop()
-    return {"tried": len(results), "clean": sum(r["clean"] for r in results), "cases": results}
+    return {**split_counts(results), "cases": results}

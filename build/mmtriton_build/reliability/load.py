@@ -99,12 +99,17 @@ async def timed(call: Call, i: int) -> Outcome:
 
 
 async def closed_loop(
-    call: Call, workers: int, until: Callable[[], bool], pace_s: float = 0.0
+    call: Call,
+    workers: int,
+    until: Callable[[], bool],
+    pace_s: float = 0.0,
+    outcomes: list[Outcome] | None = None,
 ) -> list[Outcome]:
     """`workers` callers, each sending its next request when the last one ended, until
-    `until()` is true. `pace_s` spaces one worker's requests (a worker's rate <= 1/pace_s)."""
+    `until()` is true. `pace_s` spaces one worker's requests (a worker's rate <= 1/pace_s).
+    Outcomes are appended to `outcomes` as they come (watch its length for progress)."""
     counter = itertools.count()
-    outcomes: list[Outcome] = []
+    outcomes = [] if outcomes is None else outcomes
 
     async def worker() -> None:
         while not until():
@@ -143,9 +148,7 @@ async def open_loop(call: Call, rate: float, duration_s: float) -> tuple[list[Ou
 
 def subsets_of(example) -> list[tuple[str, ...]]:
     """The modality subsets this example can be sent as."""
-    from mmtriton_build.train import SUBSETS
-
-    return [s for s in SUBSETS if all(getattr(example, m) for m in s)]
+    return [s for s in spec.SUBSETS if all(getattr(example, m) for m in s)]
 
 
 def sample_of(example, subset: Sequence[str]) -> Sample:

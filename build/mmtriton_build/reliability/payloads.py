@@ -153,6 +153,33 @@ def wav(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
     return buffer.getvalue()
 
 
+def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    """Linear resampling of mono `samples` (enough for an odd-rate test input)."""
+    n = round(len(samples) * new_rate / rate)
+    return np.interp(np.arange(n) * rate / new_rate, np.arange(len(samples)), samples).astype(
+        np.float32
+    )
+
+
+def encoded(samples: np.ndarray, rate: int, fmt: str) -> bytes:
+    """`samples` as a FLAC or OGG (Vorbis) file."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format=fmt)
+    return buffer.getvalue()
+
+
+def stereo_48k(audio: bytes) -> bytes:
+    """A mono or stereo clip as a 48 kHz stereo WAV."""
+    samples, rate = sf.read(io.BytesIO(audio), dtype="float32")
+    mono = samples if samples.ndim == 1 else samples.mean(axis=1)
+    return wav(np.stack([resample(mono, rate, 48_000)] * 2, 1), 48_000)
+
+
+def tiny_png() -> bytes:
+    """A 1 x 1 black PNG."""
+    return _save(Image.new("L", (1, 1)), "PNG")
+
+
 def flac_claiming_seconds(seconds: float) -> bytes:
     """A 1 s FLAC whose STREAMINFO header declares `seconds` of audio."""
     tone = (0.3 * np.sin(np.arange(16_000) * 2 * np.pi * 440 / 16_000)).astype(np.float32)
@@ -234,7 +261,17 @@ def build_cases(ref: Reference) -> list[Case]:
     bad("image_random_bytes", "image", one(image=np.random.default_rng(0).bytes(4096)), "image")
     for name, data in image_variants(png).items():
         good(f"image_{name}", "image", one(image=data))
-    good("image_1x1_pixel", "image", one(image=_save(Image.new("L", (1, 1)), "PNG")), None)
+    good("image_1x1_pixel", "image", one(image=tiny_png()), None)
+    digit = Image.open(io.BytesIO(png)).convert("L")
+    good("image_8x8_thumbnail", "image", one(image=_save(digit.resize((8, 8)), "PNG")), None)
+    good("image_1x4000_strip", "image", one(image=_save(Image.new("L", (1, 4000)), "PNG")), None)
+    # Just under the pixel limit (6000 x 6000 = 36 M pixels of the 40 M allowed): answered.
+    side = int((limits.max_image_pixels * 0.9) ** 0.5)
+    good(
+        f"image_{side}x{side}_within_limit",
+        "image",
+        one(image=_save(digit.resize((side, side), Image.Resampling.NEAREST), "PNG")),
+    )
 
     # Text: bad encodings, control characters, megabytes.
     bad("text_latin1_not_utf8", "text", one(text="fünf".encode("latin-1")), "utf-8")
@@ -249,6 +286,9 @@ def build_cases(ref: Reference) -> list[Case]:
     )
     good("text_emoji_combining", "text", one(text=text + " 🙂 e\u0301".encode()))
     good("text_whitespace_only", "text", one(text=b" \t\n "), None)
+    good("text_non_latin_scripts", "text", one(text="семь 七 ٧ सात".encode()), None)
+    pad = b" " * (limits.max_text_chars - len(text.decode()))
+    good("text_exactly_at_limit", "text", one(text=text + pad))
 
     # Audio: bad headers, nothing, hours, unknown formats.
     bad("audio_bad_fmt_chunk", "audio", one(audio=patched(audio, 20, "<H", 0x9999)), "audio")
@@ -284,6 +324,20 @@ def build_cases(ref: Reference) -> list[Case]:
     nan[::97] = np.nan
     good("audio_float_with_nan", "audio", one(audio=wav(nan, rate, "FLOAT")))
     good("audio_silence", "audio", one(audio=wav(np.zeros(16_000, np.float32), 16_000)), None)
+    mono = samples if samples.ndim == 1 else samples.mean(axis=1)
+    for new_rate in (8_000, 11_025, 22_050, 44_100, 48_000):
+        good(
+            f"audio_{new_rate}_hz",
+            "audio",
+            one(audio=wav(resample(mono, rate, new_rate), new_rate)),
+        )
+    good("audio_stereo_48k", "audio", one(audio=stereo_48k(audio)))
+    good("audio_24bit_pcm", "audio", one(audio=wav(mono, rate, "PCM_24")))
+    good("audio_flac", "audio", one(audio=encoded(mono, rate, "FLAC")))
+    good("audio_ogg_vorbis", "audio", one(audio=encoded(mono, rate, "OGG")))
+    tail = np.zeros(int(rate * (limits.max_audio_seconds - 0.5)) - len(mono), np.float32)
+    good("audio_29_5_seconds", "audio", one(audio=wav(np.concatenate([mono, tail]), rate)), None)
+    good("audio_50_ms", "audio", one(audio=wav(mono[: rate // 20], rate)), None)
     good("audio_empty_beside_image", "audio", one(image=png, audio=b""), present=((1, 0, 0),))
 
     # Raw tensors Triton itself must refuse.

@@ -23,12 +23,13 @@ def soak_seconds(default: float) -> float:
 
 async def _soak(url: str, server_pid: int, examples, seconds, workers, pace_s, bad_every):
     end = time.monotonic() + seconds
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, int]] = []  # (seconds in, RSS, requests done)
+    done: list = []
 
     async def sample_rss():
         start = time.monotonic()
         while time.monotonic() < end:
-            samples.append((time.monotonic() - start, tree_rss(server_pid)))
+            samples.append((time.monotonic() - start, tree_rss(server_pid), len(done)))
             await asyncio.sleep(1.0)
 
     # No retries: in a soak every UNAVAILABLE is an error to see, not to hide.
@@ -36,7 +37,8 @@ async def _soak(url: str, server_pid: int, examples, seconds, workers, pace_s, b
         await client.num_classes()
         call = mixed_caller(client, examples, bad_every=bad_every)
         outcomes, _ = await asyncio.gather(
-            closed_loop(call, workers, lambda: time.monotonic() >= end, pace_s), sample_rss()
+            closed_loop(call, workers, lambda: time.monotonic() >= end, pace_s, done),
+            sample_rss(),
         )
     return outcomes, samples
 
@@ -55,15 +57,20 @@ def run_soak(
     `bad_every` requests that must be refused) for `seconds`, sampling RSS every second.
 
     Growth compares the median RSS of the 3 samples right after warm-up with the median of the
-    last 3 samples. Errors are all outcomes other than answers and the expected refusals.
+    last 3 samples, as a percentage and, the way Triton's L0_memory_growth bounds it, as
+    bytes per 10,000 requests served in between. Errors are all outcomes other than answers
+    and the expected refusals.
     """
     outcomes, samples = asyncio.run(
         _soak(url, server_pid, examples, seconds, workers, pace_s, bad_every)
     )
     summary = summarize(outcomes)
-    warm = [rss for t, rss in samples if t >= seconds * warmup_fraction]
-    base = statistics.median(warm[:3]) if len(warm) >= 6 else None
-    last = statistics.median(warm[-3:]) if len(warm) >= 6 else None
+    warm = [(rss, n) for t, rss, n in samples if t >= seconds * warmup_fraction]
+    enough = len(warm) >= 6
+    base = statistics.median(r for r, _ in warm[:3]) if enough else None
+    last = statistics.median(r for r, _ in warm[-3:]) if enough else None
+    served = (warm[-2][1] - warm[1][1]) if enough else 0  # between the two medians' samples
+    per_10k = round((last - base) / served * 10_000) if enough and served > 0 else None
     return {
         "seconds": seconds,
         "workers": workers,
@@ -73,6 +80,8 @@ def run_soak(
         "achieved_rps": round(len(outcomes) / seconds, 1),
         "rss_mb_after_warmup": None if base is None else round(base / 2**20, 1),
         "rss_mb_end": None if last is None else round(last / 2**20, 1),
-        "rss_mb_max": round(max(r for _, r in samples) / 2**20, 1) if samples else None,
+        "rss_mb_max": round(max(r for _, r, _ in samples) / 2**20, 1) if samples else None,
         "rss_growth_pct": None if base is None else round((last - base) / base * 100, 2),
+        "requests_after_warmup": served,
+        "rss_bytes_per_10k_requests": per_10k,
     }
