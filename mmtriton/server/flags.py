@@ -25,6 +25,16 @@ ADMIN_HEADER = "mmtriton-admin"
 # gRPC clients reconnect (and re-resolve DNS) this often, so new replicas get traffic.
 GRPC_MAX_CONNECTION_AGE_MS = 300_000
 GRPC_MAX_CONNECTION_AGE_GRACE_MS = 30_000
+# OpenTelemetry: Triton samples one request in this many (a sampled request is traced through
+# every step); the overhead at this rate is measured by `mmtriton bench --cache-trace`.
+DEFAULT_TRACE_RATE = 100
+# Read by `mmtriton serve`/`make run` as the default endpoint, and by the Python-backend steps
+# (which inherit tritonserver's environment) to export their own spans to the same place.
+OTLP_ENDPOINT_ENV = "MMTRITON_OTLP_ENDPOINT"
+TRACE_SERVICE_NAME = "tritonserver"
+# Triton's local response cache, shared by the models whose config enables it (the encoders:
+# see export/repository.py). An image embedding is ~5 KB, so 64 MiB holds ~10^4 answers.
+DEFAULT_RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,13 @@ class ServerSettings:
     # Value of the admin header for the restricted APIs. Random per start unless set; Kubernetes
     # passes "$(MMTRITON_ADMIN_KEY)" from a Secret.
     admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    # OTLP/HTTP traces endpoint (".../v1/traces"); None: no tracing.
+    otlp_endpoint: str | None = None
+    trace_rate: int = DEFAULT_TRACE_RATE
+    # Size of the local response cache; 0 turns it off.
+    response_cache_bytes: int = DEFAULT_RESPONSE_CACHE_BYTES
+    # Folder holding Triton's cache libraries; default: the wheel's (cache_directory()).
+    cache_directory: str | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -54,6 +71,50 @@ class ServerSettings:
             raise ValueError("admin_key must not be empty: it guards the admin APIs")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("gRPC TLS needs both a certificate and a key")
+        if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"OTLP endpoint {self.otlp_endpoint!r} must be an http(s) URL, "
+                "e.g. http://collector:4318/v1/traces"
+            )
+        if self.trace_rate < 1:
+            raise ValueError(f"trace rate must be >= 1 (one request in N), got {self.trace_rate}")
+        if self.response_cache_bytes < 0:
+            raise ValueError(
+                f"response cache size must be >= 0 bytes (0: off), got {self.response_cache_bytes}"
+            )
+
+
+def cache_directory() -> str:
+    """The wheel's folder of Triton cache libraries (holds `local/libtritoncache_local.so`)."""
+    from .install import triton_root
+
+    return str(triton_root() / "caches")
+
+
+def tracing_args(settings: ServerSettings) -> list[str]:
+    """OpenTelemetry export of every sampled request: one trace, a span per ensemble step."""
+    if not settings.otlp_endpoint:
+        return []
+    return [
+        "--trace-config=mode=opentelemetry",
+        "--trace-config=level=TIMESTAMPS",
+        f"--trace-config=rate={settings.trace_rate}",
+        "--trace-config=count=-1",
+        f"--trace-config=opentelemetry,url={settings.otlp_endpoint}",
+        f"--trace-config=opentelemetry,resource=service.name={TRACE_SERVICE_NAME}",
+    ]
+
+
+def cache_args(settings: ServerSettings) -> list[str]:
+    """The local response cache (used by models whose config has `response_cache`)."""
+    if settings.response_cache_bytes == 0:
+        return []
+    return [
+        f"--cache-directory={settings.cache_directory or cache_directory()}",
+        f"--cache-config=local,size={settings.response_cache_bytes}",
+    ]
 
 
 def triton_args(settings: ServerSettings) -> list[str]:
@@ -97,7 +158,7 @@ def triton_args(settings: ServerSettings) -> list[str]:
         ]
         if settings.tls_root_cert:
             args += [f"--grpc-root-cert={settings.tls_root_cert}", "--grpc-use-ssl-mutual=true"]
-    return args
+    return args + tracing_args(settings) + cache_args(settings)
 
 
 def serve_args(settings: ServerSettings, admin_key_file: str | None = None) -> list[str]:
@@ -118,6 +179,9 @@ def serve_args(settings: ServerSettings, admin_key_file: str | None = None) -> l
         args += [f"--tls-cert={settings.tls_cert}", f"--tls-key={settings.tls_key}"]
         if settings.tls_root_cert:
             args.append(f"--tls-root-cert={settings.tls_root_cert}")
+    if settings.otlp_endpoint:
+        args += [f"--otlp-endpoint={settings.otlp_endpoint}", f"--trace-rate={settings.trace_rate}"]
+    args.append(f"--response-cache-bytes={settings.response_cache_bytes}")
     if admin_key_file:
         args.append(f"--admin-key-file={admin_key_file}")
     return args
