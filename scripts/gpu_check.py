@@ -52,11 +52,12 @@ def main() -> int:
     from mmtriton.paths import artifacts_dir, model_repository_dir
     from mmtriton.serving.fusion import NumpyFusion
     from mmtriton.serving.onnx_encoder import make_session
+    from mmtriton_build.artifacts import BuildPaths
     from mmtriton_build.config import load_config
     from mmtriton_build.export.gpu import detect_gpu
     from mmtriton_build.export.tensorrt import build_engines, trtexec_on_path
     from mmtriton_build.export.trt_runner import TrtRunner, batched, encoder_inputs
-    from mmtriton_build.pipeline import BuildPaths, load_encoders, make_extractor
+    from mmtriton_build.loaders import load_encoders, make_extractor
 
     if not torch.cuda.is_available():
         print("error: no CUDA device visible to PyTorch", file=sys.stderr)

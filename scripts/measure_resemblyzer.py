@@ -49,8 +49,9 @@ def main() -> int:
     from resemblyzer import VoiceEncoder, preprocess_wav
 
     from mmtriton.preprocess.audio import VoiceActivityTrimmer, features_from_samples
+    from mmtriton_build.artifacts import BuildPaths
     from mmtriton_build.data.dataset import degradation_rng, degrade_audio
-    from mmtriton_build.pipeline import BuildPaths, load_audio_encoder
+    from mmtriton_build.loaders import load_audio_encoder
 
     torch.set_num_threads(2)
     paths = BuildPaths(ROOT / "artifacts")

@@ -9,7 +9,7 @@ from pathlib import Path
 from mmtriton import spec
 from mmtriton.paths import artifacts_dir
 
-from .config import FUSION_MODES, BuildConfig
+from .config import BuildConfig
 
 
 def evaluate(paths, config: BuildConfig) -> dict:
@@ -34,7 +34,7 @@ def evaluate(paths, config: BuildConfig) -> dict:
         "unimodal_baselines": {},
         "test_samples": len(sets["clean"]),
     }
-    for mode in FUSION_MODES:
+    for mode in spec.FUSION_MODES:
         model = load_fusion(paths.fusion(mode))
         report["fusion_modes"][mode] = {c: accuracy(model, f, everything) for c, f in sets.items()}
     for m in spec.MODALITIES:
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `mmtriton eval`: prints the report of the last build."""
-    from .pipeline import BuildPaths
+    from .artifacts import BuildPaths
 
     path = BuildPaths(args.artifacts or artifacts_dir()).report
     if not path.exists():

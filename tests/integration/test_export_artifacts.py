@@ -9,9 +9,10 @@ import pytest
 from mmtriton import spec
 from mmtriton.paths import model_repository_dir
 from mmtriton.serving.onnx_encoder import make_session
+from mmtriton_build.artifacts import BuildPaths
 from mmtriton_build.export.onnx_export import onnx_io
 from mmtriton_build.export.parity import TOLERANCE, random_parity
-from mmtriton_build.pipeline import BuildPaths, load_audio_encoder
+from mmtriton_build.loaders import load_audio_encoder
 
 pytestmark = pytest.mark.integration
 

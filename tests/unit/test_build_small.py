@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mmtriton_build.artifacts import BuildPaths
 from mmtriton_build.config import EncoderSettings, FusionSettings, load_config
-from mmtriton_build.pipeline import BuildPaths, build
+from mmtriton_build.pipeline import build
 
 pytestmark = pytest.mark.slow
 WORDS = {"cat": "cat", "dog": "dog"}

@@ -121,9 +121,10 @@ def test_engine_build_on_gpu(tmp_path) -> None:
     from mmtriton.paths import artifacts_dir
     from mmtriton.serving.fusion import NumpyFusion
     from mmtriton.serving.onnx_encoder import make_session
+    from mmtriton_build.artifacts import BuildPaths
     from mmtriton_build.config import load_config
     from mmtriton_build.export.trt_runner import TrtRunner, batched, encoder_inputs
-    from mmtriton_build.pipeline import BuildPaths, load_encoders, make_extractor
+    from mmtriton_build.loaders import load_encoders, make_extractor
 
     repo = tmp_path / "repository"
     shutil.copytree(model_repository_dir(), repo, symlinks=True)

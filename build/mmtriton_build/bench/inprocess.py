@@ -164,10 +164,11 @@ class TorchPipeline:
     def __init__(self, root: Path, repo: Path) -> None:
         import torch
 
+        from ..artifacts import BuildPaths
         from ..config import DEFAULT_CONFIG, load_config
         from ..encoders import load_pretrained_encoders
         from ..fusion import load_fusion
-        from ..pipeline import BuildPaths, load_audio_encoder
+        from ..loaders import load_audio_encoder
 
         config = load_config(DEFAULT_CONFIG)
         paths = BuildPaths(root)

@@ -14,8 +14,9 @@ import numpy as np
 from mmtriton import spec
 from mmtriton.paths import artifacts_dir, model_repository_dir
 
+from ..artifacts import BuildPaths
 from ..config import DEFAULT_CONFIG, BuildConfig, load_config
-from ..pipeline import BuildPaths, load_encoders, make_extractor
+from ..loaders import load_encoders, make_extractor
 from ..steps import StepRunner, fingerprint
 from . import repository as repo_files
 from .onnx_export import OPSET, export_encoder

@@ -1,0 +1,68 @@
+"""Where each build output lives under the artifacts folder (one definition)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+# The feature sets the embeddings step writes: (name, split it comes from, degraded?).
+FEATURE_PLAN: dict[str, tuple[str, bool]] = {
+    "train": ("train", False),
+    "train_degraded": ("train", True),
+    "val": ("val", False),
+    "test": ("test", False),
+    "test_degraded": ("test_degraded", True),
+}
+FEATURE_SETS = tuple(FEATURE_PLAN)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPaths:
+    """The build outputs under `root` (artifacts/ by default)."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def splits(self) -> Path:
+        return self.data / "splits.pkl"
+
+    @property
+    def images(self) -> Path:
+        return self.data / "images.npy"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def audio_encoder(self) -> Path:
+        return self.model / "audio_encoder.pt"
+
+    @property
+    def labels(self) -> Path:
+        return self.model / "labels.txt"
+
+    def fusion(self, mode: str) -> Path:
+        return self.model / f"fusion_{mode}.npz"
+
+    def baseline(self, modality: str) -> Path:
+        return self.model / f"baseline_{modality}.npz"
+
+    def feature_file(self, name: str) -> Path:
+        return self.features / f"{name}.npz"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "reports" / "eval.json"
+
+    @property
+    def stamps(self) -> Path:
+        return self.root / "stamps"

@@ -1,0 +1,26 @@
+"""Step `embeddings`: every split through the three frozen encoders, as the server would."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..artifacts import FEATURE_PLAN, BuildPaths
+from ..config import BuildConfig
+from ..loaders import load_encoders, load_splits, make_extractor
+
+
+def outputs(paths: BuildPaths) -> list[Path]:
+    """What this step writes."""
+    return [paths.feature_file(name) for name in FEATURE_PLAN]
+
+
+def run(config: BuildConfig, paths: BuildPaths) -> None:
+    """Write one feature file per feature set (clean and degraded)."""
+    splits = load_splits(paths)
+    extractor = make_extractor(paths, load_encoders(config, paths))
+    for name, (split, degrade) in FEATURE_PLAN.items():
+        start = time.perf_counter()
+        feats = extractor.split(splits[split], name, degrade=degrade, seed=config.seed)
+        feats.save(paths.feature_file(name))
+        print(f"  {name}: {len(feats)} samples in {time.perf_counter() - start:.1f} s")
