@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MMTRITON := $(VENV)/bin/mmtriton
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv system-deps model repository serve bench soak reliability clean
+.PHONY: run test lint venv system-deps model repository serve bench soak reliability clean rehearse
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing pinned packages (a few minutes the first time)"
@@ -57,3 +57,11 @@ reliability: repository
 # unless RSS growth after warm-up is < 5 % (also reported as bytes per 10k requests).
 soak: repository
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(PY) -m mmtriton_build.reliability --only soak --out reports/soak.json
+
+# The rendered manifests played here the way a kubelet would (k8s/rehearsal, docs/kubernetes.md):
+# the CPU overlay comes up Ready, answers held-out samples through its Service and heals (a
+# killed stub, a frozen container restarted by liveness); the GPU overlay must stop at its
+# first GPU step with a message naming the missing GPU. Logs: artifacts/rehearsal/.
+rehearse: repository
+	$(PY) -m k8s.rehearsal --overlay cpu --heal
+	$(PY) -m k8s.rehearsal --overlay gpu --expect gpu-missing

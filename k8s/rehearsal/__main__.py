@@ -14,6 +14,64 @@ from pathlib import Path
 from .scenario import Options, rehearse
 
 
+def short_summary(summary: dict) -> dict:
+    """The summary without the event log and the per-pod detail a reader rarely needs."""
+    keep = (
+        "overlay",
+        "expect",
+        "ok",
+        "outcome",
+        "error",
+        "seconds",
+        "inference",
+        "stub_kill",
+        "freeze",
+        "after_stub_kill",
+        "after_restart",
+        "generated_secrets",
+        "failed_config",
+    )
+    out = {k: summary[k] for k in keep if summary.get(k) not in (None, {}, [])}
+    for key in ("inference", "after_stub_kill", "after_restart"):
+        if key in out:
+            out[key] = {k: v for k, v in out[key].items() if k != "batches"}
+    out["pods"] = [
+        {
+            "name": p["name"],
+            "init_containers": [
+                {k: i[k] for k in ("name", "exit_code", "seconds")} for i in p["init_containers"]
+            ],
+            "stopped_at": p["stopped_at"],
+            "containers": [
+                {
+                    "name": c["name"],
+                    "restarts": c["restarts"],
+                    "probe_failures": c["probe_failures"],
+                }
+                for c in p["containers"]
+            ],
+            "ready_history": p["ready_history"],
+            "stop": [
+                {
+                    k: s[k]
+                    for k in (
+                        "container",
+                        "exit_code",
+                        "seconds",
+                        "pre_stop",
+                        "escalated_to_sigkill",
+                    )
+                }
+                for s in p["stop"]
+            ],
+        }
+        for p in summary.get("pods", [])
+    ]
+    notes = {n for p in summary.get("pods", []) for n in p["not_enforced"]}
+    out["not_enforced_here"] = sorted(notes)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m k8s.rehearsal", description=__doc__)
     parser.add_argument("--overlay", default="cpu", help="k8s/overlays/<name> (default cpu)")
@@ -47,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             min_accuracy=args.min_accuracy,
             heal=args.heal,
             keep=args.keep,
+            rendered=args.rendered,
         )
     )
     path = args.json or Path(summary["logs"]) / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    short = {k: v for k, v in summary.items() if k != "events"}
-    print("\n== summary (" + str(path) + ")")
-    print(json.dumps(short, indent=2, default=str))
+    print(f"\n== summary (the full one, with every event: {path})")
+    print(json.dumps(short_summary(summary), indent=2, default=str))
     verdict = "as expected" if summary["ok"] else "NOT as expected"
     print(
         f"\nrehearsal of overlay {args.overlay} (expect {expect}): {verdict}: "

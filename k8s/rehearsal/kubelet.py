@@ -118,7 +118,9 @@ class ContainerRunner:
                         name=f"{self.where}:{kind}",
                     ).start()
                 self._supervise(inst)
-            self._set_ready(False, "container not running")
+            # A terminating pod leaves the Service endpoints at once, before its hooks run.
+            gone = "pod terminating" if self.pod.stopping.is_set() else "container not running"
+            self._set_ready(False, gone)
             if self.pod.stopping.is_set() or self.pod.plan.restart_policy == "Never":
                 return
             last = self.terminations[-1]
@@ -222,16 +224,15 @@ class ContainerRunner:
             )
             transition = state.observe(result)
             if not result.ok:
-                self.pod.events(
-                    self.where,
-                    f"{kind} probe failed ({state.failures}/"
-                    f"{spec.failure_threshold}): {result.detail}",
-                )
+                n, limit = state.failures, spec.failure_threshold
+                count = f"{n}/{limit}" if n <= limit else f"{n} in a row"
+                self.pod.events(self.where, f"{kind} probe failed ({count}): {result.detail}")
             if transition == "started":
                 self.started = True
                 self.pod.events(self.where, f"startup probe succeeded: {result.detail}")
                 if "readiness" not in self.plan.probes:
                     self._set_ready(True, "started (no readiness probe)")
+                return  # the startup probe's work is done for this instance
             elif transition in ("ready", "unready"):
                 self._set_ready(transition == "ready", f"readiness probe: {result.detail}")
             elif transition == "kill":
@@ -271,6 +272,7 @@ class PodRunner:
         self.init_results: list[dict] = []
         self.stopped_at: dict | None = None
         self.ready_history: list[tuple[float, bool]] = []
+        self.scheduled_at = time.monotonic()
         self._ready = False
         self._ready_event = threading.Condition()
 
@@ -370,6 +372,7 @@ class PodRunner:
 
     def start(self) -> bool:
         """Init containers, then the main containers. False when an init container failed."""
+        self.scheduled_at = time.monotonic()
         self.events(self.where, f"scheduled ({self.plan.kind} {self.plan.workload})")
         if not self.run_init():
             return False

@@ -155,8 +155,37 @@ def _readiness_observer(
         stop.wait(0.25)
 
 
+def steady_ready(pod: PodRunner, events: Events, timeout_s: float = 120.0) -> bool:
+    """Wait until the pod is Ready and its readiness endpoint has answered OK without a break
+    for one probe period (polled every 0.25 s): a fault is only meaningful on a pod that is
+    serving, not on one that is still settling or flapping."""
+    runner = pod.container()
+    spec = runner.plan.probes.get("readiness")
+    if spec is None:
+        return pod.wait_ready(True, timeout_s) is not None
+    hold = spec.period_s + spec.timeout_s
+    deadline = time.monotonic() + timeout_s
+    ok_since: float | None = None
+    last = ""
+    while time.monotonic() < deadline:
+        result = run_check(spec, runner.plan, pod.plan, spec.timeout_s)
+        last = result.detail
+        now = time.monotonic()
+        ok_since = (ok_since or now) if result.ok else None
+        if ok_since is not None and now - ok_since >= hold and pod.ready:
+            return True
+        time.sleep(0.25)
+    events(
+        pod.where,
+        f"not steadily Ready within {timeout_s:.0f} s (last: {last[:120]}): no fault injected",
+    )
+    return False
+
+
 def kill_stub_and_watch(pod: PodRunner, events: Events, timeout_s: float = 60.0) -> dict:
     """SIGKILL one stub; the pod must turn unready and become Ready again without a restart."""
+    if not steady_ready(pod, events):
+        return {"ok": False, "error": "pod not steadily Ready before the fault"}
     runner = pod.container()
     stubs = stubs_of(runner)
     if not stubs:
@@ -178,9 +207,11 @@ def kill_stub_and_watch(pod: PodRunner, events: Events, timeout_s: float = 60.0)
     stop.set()
     watcher.join(5)
     first_fail = next((t for t, ok, _ in seen if t >= t_kill and not ok), None)
-    reasons = sorted({d for t, ok, d in seen if t >= t_kill and not ok})[:3]
+    reasons = list(dict.fromkeys(d for t, ok, d in seen if t >= t_kill and not ok))[:3]
+    named = any(name in d for t, ok, d in seen if t >= t_kill and not ok)
     result = {
         "stub": name,
+        "endpoint_named_the_stub": named,
         "pid": pid,
         "endpoint_unready_after_s": None if first_fail is None else round(first_fail - t_kill, 2),
         "endpoint_reasons": reasons,
@@ -189,7 +220,7 @@ def kill_stub_and_watch(pod: PodRunner, events: Events, timeout_s: float = 60.0)
         "container_restarts": runner.restarts - restarts_before,
         "healed_in_place": back is not None and runner.restarts == restarts_before,
     }
-    result["ok"] = bool(result["healed_in_place"])
+    result["ok"] = bool(result["healed_in_place"] and named and went_false is not None)
     events(
         pod.where,
         "stub kill: " + ("healed in place" if result["ok"] else "NOT healed"),
@@ -201,6 +232,8 @@ def kill_stub_and_watch(pod: PodRunner, events: Events, timeout_s: float = 60.0)
 def freeze_and_watch(pod: PodRunner, events: Events, timeout_s: float = 240.0) -> dict:
     """SIGSTOP the container's PID 1 (`mmtriton serve`): liveness must time out, the kubelet
     kill and restart the container, and the pod come back Ready."""
+    if not steady_ready(pod, events):
+        return {"ok": False, "error": "pod not steadily Ready before the fault"}
     runner = pod.container()
     assert runner.instance is not None
     pid = runner.instance.pid
@@ -344,9 +377,10 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
             t.join(budget)
             if not r.failed():
                 took = r.wait_ready(True, budget)
+                since = time.monotonic() - r.scheduled_at
                 events(
                     r.where,
-                    f"Ready after {took:.1f} s"
+                    f"Ready {since:.1f} s after it was scheduled"
                     if took is not None
                     else f"NOT Ready within {budget:.0f} s",
                 )

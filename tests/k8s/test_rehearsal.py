@@ -1,0 +1,160 @@
+"""The rendered manifests played here the way a kubelet would (k8s/rehearsal).
+
+One rehearsal of the CPU overlay (with the self-healing steps) and one of the GPU overlay run
+through the real CLI (`python -m k8s.rehearsal`, what `make rehearse` runs); each test checks
+one thing the summary records. Real tritonserver, real probes over HTTP, real gRPC answers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from k8s.rehearsal.manifests import render
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _require_repository() -> None:
+    if not (ROOT / "model_repository" / "image_encoder" / "1" / "model.onnx").exists():
+        pytest.fail("model_repository is not exported; run `make repository`")
+
+
+def _supervised(overlay: str) -> bool:
+    """True when the overlay's Triton container runs `mmtriton serve` with its health port
+    (issue 13's supervisor): only then can a pod heal a dead stub in place."""
+    for obj in render(ROOT / "k8s" / "overlays" / overlay).of_kind("Deployment"):
+        for c in obj["spec"]["template"]["spec"]["containers"]:
+            names = {p.get("name") for p in c.get("ports", [])}
+            if "health" in names and "serve" in [*(c.get("command") or []), *c.get("args", [])]:
+                return True
+    return False
+
+
+def _rehearse(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
+    summary_path = tmp_path / "summary.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "k8s.rehearsal", *args, "--json", str(summary_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    log = done.stdout + done.stderr
+    (tmp_path / "rehearsal.log").write_text(log)
+    assert summary_path.exists(), f"no summary written:\n{log[-4000:]}"
+    return done.returncode, json.loads(summary_path.read_text()), log
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory) -> dict:
+    """`python -m k8s.rehearsal --overlay cpu --pods triton [--heal]`, once for the module."""
+    _require_repository()
+    heal = _supervised("cpu")
+    args = ["--overlay", "cpu", "--pods", "triton", "--samples", "32"]
+    code, summary, log = _rehearse(
+        tmp_path_factory.mktemp("cpu"), *args, *(["--heal"] if heal else [])
+    )
+    summary["_exit"], summary["_log"], summary["_heal"] = code, log, heal
+    return summary
+
+
+@pytest.fixture(scope="module")
+def gpu_run(tmp_path_factory) -> dict:
+    _require_repository()
+    code, summary, log = _rehearse(
+        tmp_path_factory.mktemp("gpu"),
+        "--overlay",
+        "gpu",
+        "--pods",
+        "triton",
+        "--expect",
+        "gpu-missing",
+    )
+    summary["_exit"], summary["_log"] = code, log
+    return summary
+
+
+def _triton(summary: dict) -> dict:
+    return next(p for p in summary["pods"] if p["workload"] == "Deployment/triton")
+
+
+def _explain(summary: dict) -> str:
+    return f"{summary.get('outcome') or summary.get('error')}\n{summary['_log'][-5000:]}"
+
+
+def test_cpu_overlay_comes_up_ready_and_answers_held_out_samples(cpu_run):
+    pod = _triton(cpu_run)
+    assert all(i["exit_code"] == 0 for i in pod["init_containers"]), _explain(cpu_run)
+    assert pod["stopped_at"] is None, _explain(cpu_run)
+    assert [t for t, ready in pod["ready_history"] if ready], _explain(cpu_run)
+    inference = cpu_run.get("inference")
+    assert inference is not None, _explain(cpu_run)
+    assert inference["service"] == "triton-grpc:8001"
+    assert inference["samples"] == 32 and inference["failed"] == 0
+    assert inference["accuracy"] >= 0.95, inference
+    assert cpu_run["ok"] and cpu_run["_exit"] == 0, _explain(cpu_run)
+
+
+def test_cpu_pod_stops_gracefully_within_its_grace_period(cpu_run):
+    pod = _triton(cpu_run)
+    [stop] = [s for s in pod["stop"] if s["container"] == "triton"]
+    grace = _grace("cpu")
+    assert not stop["escalated_to_sigkill"], stop
+    assert stop["exit_code"] == 0, stop
+    assert stop["seconds"] < grace, stop
+    if stop["pre_stop"] is not None:
+        assert stop["pre_stop"].startswith("exit 0"), stop
+
+
+def _grace(overlay: str) -> float:
+    for obj in render(ROOT / "k8s" / "overlays" / overlay).of_kind("Deployment"):
+        if obj["metadata"]["name"] == "triton":
+            return float(obj["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30))
+    raise AssertionError("no triton Deployment")
+
+
+def test_dead_stub_turns_pod_unready_then_heals(cpu_run):
+    if not cpu_run["_heal"]:
+        pytest.skip("the cpu overlay does not run `mmtriton serve` with a health port yet")
+    kill = cpu_run["stub_kill"]
+    assert kill["endpoint_unready_after_s"] is not None and kill["endpoint_unready_after_s"] < 5
+    assert kill["endpoint_named_the_stub"], kill  # /ready said which stub is dead
+    assert kill["pod_unready_after_s"] is not None, kill  # the kubelet saw it too
+    assert kill["pod_ready_again_after_s"] is not None and kill["pod_ready_again_after_s"] < 60
+    assert kill["container_restarts"] == 0, "healed in place, not by a container restart"
+    after = cpu_run["after_stub_kill"]
+    assert after["failed"] == 0 and after["accuracy"] >= 0.95, after
+
+
+def test_liveness_failure_restarts_the_container(cpu_run):
+    if not cpu_run["_heal"]:
+        pytest.skip("the cpu overlay does not run `mmtriton serve` with a health port yet")
+    freeze = cpu_run["freeze"]
+    assert freeze["killed_by"] and freeze["killed_by"].startswith("liveness"), freeze
+    assert freeze["pod_unready_after_s"] is not None, freeze
+    assert freeze["restart_count"] >= 1 and freeze["ready_again_after_s"] is not None, freeze
+    container = next(c for c in _triton(cpu_run)["containers"] if c["name"] == "triton")
+    assert container["restarts"] == freeze["restart_count"]
+    after = cpu_run["after_restart"]
+    assert after["failed"] == 0 and after["accuracy"] >= 0.95, after
+
+
+def test_gpu_overlay_stops_at_engine_step_naming_missing_gpu(gpu_run):
+    pod = _triton(gpu_run)
+    at = pod["stopped_at"]
+    assert at is not None, _explain(gpu_run)
+    [check] = gpu_run["gpu_checks"]
+    assert at["container"] == check["first_gpu_step"], _explain(gpu_run)  # the first GPU step
+    assert at["init"] and at["exit_code"] != 0
+    assert "GPU" in at["message"] or "nvidia" in at["message"].lower(), at
+    assert not at["traceback"], "a user-facing failure must not be a traceback"
+    before = [i for i in pod["init_containers"] if i["name"] != at["container"]]
+    assert before and all(i["exit_code"] == 0 for i in before), pod["init_containers"]
+    assert gpu_run["ok"] and gpu_run["_exit"] == 0, _explain(gpu_run)
