@@ -106,7 +106,9 @@ class PipelineProbe:
             self._connect().infer(
                 spec.ENSEMBLE.name,
                 inputs,
-                outputs=[grpcclient.InferRequestedOutput(spec.PRESENT.name)],
+                # Every output: asking for a subset lets Triton's ensemble scheduler stop early
+                # ("unexpected deadlock, at least one output is not set"), so ask as clients do.
+                outputs=[grpcclient.InferRequestedOutput(t.name) for t in spec.ENSEMBLE.outputs],
                 client_timeout=timeout_s,
             )
         except InferenceServerException as exc:

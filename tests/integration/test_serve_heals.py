@@ -160,6 +160,29 @@ def _fault_then_heal(served: Served, model: str, sig: signal.Signals) -> dict:
     }
 
 
+def test_the_probe_passes_on_a_healthy_server(triton_server):
+    from mmtriton.server.probe import PipelineProbe
+
+    probe = PipelineProbe(triton_server.grpc_url)
+    try:
+        results = [probe.run(timeout_s=10) for _ in range(5)]
+    finally:
+        probe.close()
+    assert all(r.ok and not r.reason for r in results), results
+
+
+def test_a_healthy_idle_server_is_never_restarted(served):
+    """The supervisor's own probes must not mistake a healthy server for a broken one."""
+    before = served.status()[1]["restarts"]
+    deadline = time.monotonic() + 12  # six probe intervals
+    while time.monotonic() < deadline:
+        assert served.ready_code() == 200
+        time.sleep(0.5)
+    status = served.status()[1]
+    assert status["restarts"] == before, status
+    assert status["last_probe"]["ok"] and not status["last_probe"]["reason"], status
+
+
 @pytest.mark.parametrize(
     ("model", "sig"),
     [("image_encoder", signal.SIGKILL), ("audio_encoder", signal.SIGSTOP)],
