@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rendered", type=Path, help="play this rendered YAML instead of rendering the overlay"
     )
     parser.add_argument("--json", type=Path, help="write the summary here as well")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="containers' logs and the summary (default artifacts/rehearsal/<overlay>)",
+    )
     args = parser.parse_args(argv)
     expect = args.expect or ("gpu-missing" if args.overlay == "gpu" else "ready")
     summary = rehearse(
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             heal=args.heal,
             keep=args.keep,
             rendered=args.rendered,
+            out_dir=args.out_dir,
         )
     )
     path = args.json or Path(summary["logs"]) / "summary.json"

@@ -310,9 +310,9 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
     events = events or Events()
     t_start = time.monotonic()
     out_dir = opts.out_dir or ROOT / "artifacts" / "rehearsal" / opts.overlay
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    if opts.out_dir is None and out_dir.exists():
+        shutil.rmtree(out_dir)  # only the default folder is cleared; a given one is kept
+    out_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"rehearsal-{opts.overlay}-"))
     summary: dict = {
         "overlay": opts.overlay,
