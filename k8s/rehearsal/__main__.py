@@ -28,7 +28,9 @@ def short_summary(summary: dict) -> dict:
         "freeze",
         "after_stub_kill",
         "after_restart",
+        "web_page",
         "generated_secrets",
+        "services",
         "failed_config",
     )
     out = {k: summary[k] for k in keep if summary.get(k) not in (None, {}, [])}

@@ -16,7 +16,7 @@ from .expand import EnvSources, command_line, container_env
 from .image import ImageConfig, image_config
 from .manifests import Manifests
 from .probes import ProbeSpec
-from .remap import PathMap, PortMap, Rewriter, ServiceMap, pod_port_map
+from .remap import PathMap, PortMap, Rewriter, ServiceMap, free_ports, pod_port_map
 from .volumes import (
     PodVolumes,
     SecretStore,
@@ -148,6 +148,8 @@ class Node:
     claims: dict[str, Path] = field(default_factory=dict)
     pods: list[PodPlan] = field(default_factory=list)
     services: ServiceMap = field(init=False)
+    # (Service name, Service port) -> (pod name, the pod's host port for its targetPort)
+    backends: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ns = self.manifests.namespace
@@ -191,9 +193,13 @@ class Node:
                         host = pod.ports.host_port(target)
                     except KeyError:
                         continue
-                    self.services.targets.setdefault(
-                        (svc["metadata"]["name"], int(port["port"])), host
-                    )
+                    key = (svc["metadata"]["name"], int(port["port"]))
+                    self.backends.setdefault(key, (pod.name, host))
+        # Each Service port gets its own front port (service.ServiceProxy): Service names in
+        # the pods' strings resolve to it, never straight to a pod.
+        used = [p for pod in self.pods for p in pod.ports.ports.values()]
+        fronts = free_ports(len(self.backends), avoid=used)
+        self.services.targets = dict(zip(self.backends, fronts, strict=True))
         return self.pods
 
     def materialize(self, pod: PodPlan) -> None:

@@ -19,6 +19,7 @@ from .expand import EnvError
 from .kubelet import ContainerRunner, PodRunner, run_check
 from .manifests import Manifests, load, render
 from .plan import Node, PodPlan
+from .service import ServiceProxy
 from .volumes import VolumeError, cleanup_memory_dirs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +117,41 @@ def infer(target: str, samples: list, events: Events, label: str, ca: str | None
         "failed": failed,
         "accuracy": round(correct / n, 4) if n else 0.0,
         "batches": batches,
+    }
+
+
+def web_page_answers(front: int, samples: list, events: Events, label: str, workdir: Path) -> dict:
+    """Ask the web page's /predict API (gradio) through its Service: page -> Triton's Service
+    -> Triton, with the same held-out samples."""
+    from gradio_client import Client, handle_file
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    client = Client(f"http://127.0.0.1:{front}/", verbose=False)
+    correct = 0
+    errors = []
+    for e in samples:
+        image = workdir / f"{e.index}.png"
+        audio = workdir / f"{e.index}.wav"
+        image.write_bytes(e.image)
+        audio.write_bytes(e.audio)
+        try:
+            answer = client.predict(
+                handle_file(str(image)), e.text, handle_file(str(audio)), api_name="/predict"
+            )
+        except Exception as exc:  # the page's own error, reported as such
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            continue
+        correct += answer.get("label") == e.label
+    events(
+        label,
+        f"web page /predict: {correct}/{len(samples)} correct"
+        + (f"; errors: {errors[:2]}" if errors else ""),
+    )
+    return {
+        "samples": len(samples),
+        "correct": correct,
+        "errors": errors,
+        "accuracy": round(correct / len(samples), 4) if samples else 0.0,
     }
 
 
@@ -322,6 +358,7 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
         "logs": str(out_dir),
     }
     runners: list[PodRunner] = []
+    proxies: list[ServiceProxy] = []
     try:
         if opts.rendered is not None:
             events.section(f"load {opts.rendered}")
@@ -351,7 +388,6 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
                 f"Secret {name} not rendered: generated test values for {', '.join(keys)}",
             )
         summary["generated_secrets"] = node.secrets.generated
-        summary["services"] = {f"{n}:{p}": h for (n, p), h in node.services.targets.items()}
 
         events.section("run pods")
         for pod in plans:
@@ -369,6 +405,15 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
                 )
                 events(runner.where, f"Job finished: exit code {code}")
         long_running = [r for r in runners if r.plan.kind != "Job"]
+        by_name = {r.plan.name: r for r in long_running}
+        for (svc, port), front in node.services.targets.items():
+            pod_name, pod_port = node.backends[(svc, port)]
+            if pod_name in by_name:
+                proxies.append(
+                    ServiceProxy(
+                        svc, port, front, pod_port, ready=lambda r=by_name[pod_name]: r.ready
+                    ).start()
+                )
         starters = [threading.Thread(target=r.start, daemon=True) for r in long_running]
         for t in starters:
             t.start()
@@ -396,11 +441,22 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
         summary["ok"] = False
     finally:
         events.section("stop pods")
+        summary["services"] = {
+            f"{px.name}:{px.port}": {
+                "front": px.listen_port,
+                "pod_port": px.backend_port,
+                "forwarded": px.forwarded,
+                "refused": px.refused,
+            }
+            for px in proxies
+        }
         for r in reversed(runners):
             stopped = r.stop() if r.containers else []
             summary["pods"].append(_pod_summary(r, stopped))
             if r.plan.volumes is not None:
                 cleanup_memory_dirs(r.plan.volumes)
+        for px in proxies:
+            px.stop()
         if not opts.keep:
             shutil.rmtree(root, ignore_errors=True)
         summary["seconds"] = round(time.monotonic() - t_start, 1)
@@ -458,14 +514,33 @@ def _check_ready(pods: list[PodRunner], node: Node, opts: Options, events: Event
         out.update(ok=False, outcome="no gRPC Service backed by a played pod")
         return out
     name, port, host = svc
-    server = next(r for r in pods if r.plan.ports.ports and host in r.plan.ports.ports.values())
+    backend_pod, pod_port = node.backends[(name, port)]
+    server = next(r for r in pods if r.plan.name == backend_pod)
     ca = tls_for(server.plan, node)
     samples = held_out_samples(opts.samples)
-    events.section(f"inference through Service {name}:{port} -> 127.0.0.1:{host}")
+    events.section(
+        f"inference through Service {name}:{port} (127.0.0.1:{host}) -> pod {backend_pod} "
+        f"(127.0.0.1:{pod_port})"
+    )
     first = infer(f"127.0.0.1:{host}", samples, events, f"svc/{name}", ca)
     first["service"] = f"{name}:{port}"
     out["inference"] = first
     ok = first["accuracy"] >= opts.min_accuracy and first["failed"] == 0
+    for (svc, svc_port), (pod_name, _) in node.backends.items():
+        web = next((r for r in pods if r.plan.name == pod_name and r is not server), None)
+        if web is None or not _is_http(node, svc, svc_port):
+            continue
+        events.section(f"the web page through Service {svc}:{svc_port}")
+        out["web_page"] = web_page_answers(
+            node.services.targets[(svc, svc_port)],
+            samples[:4],
+            events,
+            f"svc/{svc}",
+            node.root / "web",
+        )
+        out["web_page"]["service"] = f"{svc}:{svc_port}"
+        ok = ok and out["web_page"]["accuracy"] >= opts.min_accuracy
+        break
     if opts.heal:
         events.section("self-healing: SIGKILL of a Python-backend stub")
         out["stub_kill"] = kill_stub_and_watch(server, events)
@@ -488,6 +563,16 @@ def _check_ready(pods: list[PodRunner], node: Node, opts: Options, events: Event
         f"{name}:{port}" + (" ; healed" if opts.heal and ok else "")
     )
     return out
+
+
+def _is_http(node: Node, name: str, port: int) -> bool:
+    for svc in node.manifests.of_kind("Service"):
+        if svc["metadata"]["name"] == name:
+            return any(
+                p["port"] == port and p.get("appProtocol", "http") == "http"
+                for p in svc["spec"].get("ports", [])
+            )
+    return False
 
 
 def _pod_summary(r: PodRunner, stopped: list[dict]) -> dict:

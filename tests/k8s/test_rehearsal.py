@@ -63,10 +63,10 @@ def _rehearse(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory) -> dict:
-    """`python -m k8s.rehearsal --overlay cpu --pods triton [--heal]`, once for the module."""
+    """`python -m k8s.rehearsal --overlay cpu [--heal]`, once for the module."""
     _require_repository()
     heal = _supervised("cpu")
-    args = ["--overlay", "cpu", "--pods", "triton", "--samples", "32"]
+    args = ["--overlay", "cpu", "--samples", "32"]  # every Deployment: Triton and the page
     code, summary, log = _rehearse(
         tmp_path_factory.mktemp("cpu"), *args, *(["--heal"] if heal else [])
     )
@@ -111,6 +111,14 @@ def test_cpu_overlay_comes_up_ready_and_answers_held_out_samples(cpu_run):
     assert inference["service"] == "triton-grpc:8001"
     assert inference["samples"] == 32 and inference["failed"] == 0
     assert inference["accuracy"] >= 0.95, inference
+
+
+def test_web_page_answers_through_its_service_which_reaches_triton_through_its_service(cpu_run):
+    page = cpu_run.get("web_page")
+    assert page is not None, _explain(cpu_run)
+    assert page["service"] == "mmtriton-web:7860"
+    assert page["errors"] == [] and page["accuracy"] >= 0.95, page
+    assert cpu_run["services"]["mmtriton-web:7860"]["forwarded"] >= 1
 
 
 def test_cpu_pod_stops_gracefully_within_its_grace_period(cpu_run):

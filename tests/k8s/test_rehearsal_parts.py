@@ -23,6 +23,7 @@ from k8s.rehearsal.kubelet import PodRunner
 from k8s.rehearsal.plan import ContainerPlan, PodPlan
 from k8s.rehearsal.probes import ProbeSpec, ProbeState, Result, http_get, tcp_socket
 from k8s.rehearsal.remap import PathMap, PortMap, Rewriter, ServiceMap, free_ports
+from k8s.rehearsal.service import ServiceProxy
 from k8s.rehearsal.volumes import SecretStore, self_signed_tls
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,6 +229,19 @@ def test_probe_state_machine_applies_thresholds_like_the_kubelet(http_port):
     # Defaults are Kubernetes': period 10 s, timeout 1 s, failureThreshold 3.
     d = ProbeSpec.from_manifest("liveness", {"tcpSocket": {"port": 1}})
     assert (d.period_s, d.timeout_s, d.failure_threshold) == (10, 1, 3)
+
+
+def test_service_port_forwards_only_while_the_pod_is_ready(http_port):
+    ready = {"now": False}
+    [front] = free_ports(1, avoid=[http_port])
+    proxy = ServiceProxy("svc", 80, front, http_port, ready=lambda: ready["now"]).start()
+    try:
+        refused = http_get(front, {"path": "/ok"}, 1)
+        assert not refused.ok and proxy.refused == 1  # no Ready endpoint: refused at once
+        ready["now"] = True
+        assert http_get(front, {"path": "/ok"}, 1).ok and proxy.forwarded == 1
+    finally:
+        proxy.stop()
 
 
 # -- the kubelet's stop and restart, on a small real process --------------------------------
