@@ -1,7 +1,10 @@
 """`mmtriton`: the project's single command-line entry point.
 
-Each subcommand imports its implementation lazily so that `mmtriton --help` stays instant and a
-serving-only install never imports torch.
+Subcommands are registered by the installed distributions as entry points in the group
+`mmtriton.commands` (pyproject.toml): the client distribution brings `infer` and `web`, the
+full project everything else. Each entry point names a module with `add_arguments(parser)` and
+`run(args) -> int`; a module is imported only when its command runs, so `mmtriton --help`
+stays instant and a client-only install never imports the server or the build.
 """
 
 from __future__ import annotations
@@ -9,38 +12,57 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
 
-# subcommand -> (module, one-line help). Each module exposes `add_arguments(parser)` and
-# `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "build": ("mmtriton_build.pipeline", "build data, features and the trained default model"),
-    "eval": ("mmtriton_build.evaluate", "print the evaluation of the built model"),
-    "export": ("mmtriton_build.export.command", "export ONNX, check parity, write the repository"),
-    "engines": ("mmtriton_build.export.tensorrt", "build TensorRT engines on this GPU node"),
-    "setup-server": ("mmtriton.server.install", "prepare the pinned tritonserver for this venv"),
-    "serve": ("mmtriton.server.launcher", "start tritonserver on the model repository"),
-    "drain": ("mmtriton.server.drain", "wait until the server has no request in flight"),
-    "up": ("mmtriton.stack", "start the whole stack: Triton, the web page, Prometheus"),
-    "infer": ("mmtriton_client.cli", "send one request to a running server"),
-    "web": ("mmtriton_client.web.command", "start the web page"),
-    "top": ("mmtriton.observability.top", "live per-model view from the metrics endpoints"),
-    "bench": ("mmtriton_build.bench.command", "benchmark the served pipeline against baselines"),
-}
+GROUP = "mmtriton.commands"
+
+
+def commands() -> dict[str, tuple[str, str]]:
+    """{name: (module, one-line help)} of every installed subcommand, in a stable order.
+
+    An entry point's value is the module; its `COMMAND_HELP` is the help.
+    """
+    found = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        found[ep.name] = (ep.value, _command_help(ep.value))
+    return found
+
+
+def _command_help(module_name: str) -> str:
+    """The module's `COMMAND_HELP` string, read from its source without importing it (a heavy
+    module such as the build's would import torch just to print --help)."""
+    import ast
+    import importlib.util
+
+    try:
+        origin = importlib.util.find_spec(module_name).origin  # type: ignore[union-attr]
+        with open(origin, encoding="utf-8") as f:  # type: ignore[arg-type]
+            tree = ast.parse(f.read())
+    except (ImportError, AttributeError, OSError, SyntaxError, TypeError, ValueError):
+        return ""
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and [getattr(t, "id", None) for t in node.targets] == ["COMMAND_HELP"]
+            and isinstance(node.value, ast.Constant)
+        ):
+            return str(node.value.value)
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one subcommand."""
     argv = sys.argv[1:] if argv is None else argv
+    table = commands()
     parser = argparse.ArgumentParser(prog="mmtriton", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = argv[0] if argv and argv[0] in COMMANDS else None
-    for name, (module_name, help_text) in COMMANDS.items():
+    chosen = argv[0] if argv and argv[0] in table else None
+    for name, (module_name, help_text) in table.items():
         sub_parser = sub.add_parser(name, help=help_text)
         if name == chosen:
-            module = importlib.import_module(module_name)
-            module.add_arguments(sub_parser)
+            importlib.import_module(module_name).add_arguments(sub_parser)
     args = parser.parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module = importlib.import_module(table[args.command][0])
     return int(module.run(args) or 0)
 
 

@@ -11,6 +11,9 @@ from mmtriton.paths import artifacts_dir
 
 from .config import BuildConfig
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "print the evaluation of the built model"
+
 
 def evaluate(paths, config: BuildConfig) -> dict:
     """Compute every figure of the evaluation report and write it as JSON."""

@@ -25,6 +25,9 @@ from .artifacts import BuildPaths
 from .config import DEFAULT_CONFIG, BuildConfig, load_config
 from .steps import StepRunner, audio_encoder, data, embeddings, fingerprint, fusion
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "build data, features and the trained default model"
+
 # Bump when a step's code changes in a way that invalidates its cached outputs.
 CODE_VERSION = 1
 

@@ -10,6 +10,9 @@ from pathlib import Path
 from .channel import LB_POLICIES, ChannelOptions
 from .client import DEFAULT_URL, ClientError, MultimodalClient, RetryPolicy, Sample
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "send one request to a running server"
+
 # A one-shot command should not hang for long on a server that is down; 5 s covers a quick
 # restart (the library's default budget, for services, covers a whole heal).
 CLI_RETRY_BUDGET_S = 5.0

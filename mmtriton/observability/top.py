@@ -26,7 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mmtriton import spec
 from mmtriton.observability import metrics as m
-from mmtriton.observability import web_metrics as wm
+from mmtriton_client.web import metrics as wm
+
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "live per-model view from the metrics endpoints"
 
 DEFAULT_URL = f"http://localhost:{spec.DEFAULT_PORTS['metrics']}/metrics"
 Labels = Mapping[str, str]

@@ -22,6 +22,9 @@ import urllib.request
 
 from mmtriton import spec
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "wait until the server has no request in flight"
+
 PENDING = "nv_inference_pending_request_count"
 ACCEPTED = "mmtriton_modality_requests_total"
 COMPLETED = "mmtriton_pipeline_seconds_count"

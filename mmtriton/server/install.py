@@ -14,6 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "prepare the pinned tritonserver for this venv"
+
 # A tritonserver tree (bin/tritonserver, backends/) to use instead of the wheel's.
 TRITON_ROOT_ENV = "MMTRITON_TRITON_ROOT"
 

@@ -28,6 +28,9 @@ from .flags import (
 from .health import HealthServer, HealthState
 from .supervisor import StopRequested, Supervisor
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "serve the model repository, healing it (health on :8003)"
+
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `mmtriton serve` and `mmtriton up`."""

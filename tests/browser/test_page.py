@@ -51,12 +51,10 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-def _serve(triton_url: str, examples_dir: Path, n_examples: int = 8):
+def _serve(triton_url: str, n_examples: int = 8):
     from mmtriton_client.web.app import WebSettings, launch
 
-    settings = WebSettings(
-        triton_url=triton_url, n_examples=n_examples, examples_dir=examples_dir, timeout_s=10
-    )
+    settings = WebSettings(triton_url=triton_url, n_examples=n_examples, timeout_s=10)
     return launch(host="127.0.0.1", port=free_port(), block=False, settings=settings)
 
 
@@ -64,7 +62,7 @@ def _serve(triton_url: str, examples_dir: Path, n_examples: int = 8):
 def web(triton_server, example, tmp_path_factory):
     with MultimodalClient(triton_server.grpc_url) as client:  # warm the encoders up
         client.predict(Sample(example.image, example.text, example.audio))
-    server = _serve(triton_server.grpc_url, tmp_path_factory.mktemp("web-examples"))
+    server = _serve(triton_server.grpc_url)
     yield server
     server.stop()
 
@@ -172,7 +170,7 @@ def test_no_input_and_bad_files_get_clear_messages(page, tmp_path):
 
 def test_server_down_then_back(browser, tmp_path):
     triton = start_triton(tmp_path / "triton")
-    web = _serve(triton.grpc_url, tmp_path / "examples", n_examples=0)
+    web = _serve(triton.grpc_url, n_examples=0)
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     try:
         page = context.new_page()

@@ -46,7 +46,6 @@ def page(triton_server, tmp_path_factory):
     settings = WebSettings(
         triton_url=triton_server.grpc_url,
         n_examples=0,
-        examples_dir=tmp_path_factory.mktemp("web-examples"),
     )
     server = launch(host="127.0.0.1", port=free_port(), block=False, settings=settings)
     yield server

@@ -19,7 +19,6 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from mmtriton import spec
-from mmtriton.observability.web_metrics import WEB_ERROR_KINDS, WebMetrics
 from mmtriton_build.examples import load_examples
 from mmtriton_client.client import ClientError
 from mmtriton_client.web.command import auth_from_env
@@ -32,6 +31,7 @@ from mmtriton_client.web.handlers import (
     server_detail,
     sketch_png,
 )
+from mmtriton_client.web.metrics import WEB_ERROR_KINDS, WebMetrics
 
 from ..conftest import free_port, start_triton
 
@@ -153,7 +153,6 @@ def page(triton_server, tmp_path_factory):
     settings = WebSettings(
         triton_url=triton_server.grpc_url,
         n_examples=2,
-        examples_dir=tmp_path_factory.mktemp("web-examples"),
     )
     server = launch(host="127.0.0.1", port=free_port(), block=False, settings=settings)
     yield server

@@ -19,7 +19,6 @@ import yaml
 
 from mmtriton import spec
 from mmtriton.observability import metrics as m
-from mmtriton.observability import web_metrics as wm
 from mmtriton.observability.prometheus_server import (
     DASHBOARD,
     GPU_ONLY_MARKER,
@@ -34,6 +33,7 @@ from mmtriton.observability.prometheus_server import (
     render_config,
     rule_queries,
 )
+from mmtriton_client.web import metrics as wm
 
 ALERT_TESTS = sorted((MONITORING_DIR / "tests").glob("*.yml"))
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
@@ -51,6 +51,8 @@ TRITON_METRICS = {
     "nv_inference_compute_output_duration_us",
     "nv_inference_pending_request_count",
     "nv_inference_request_summary_us",
+    "nv_cache_num_hits_per_model",  # with --cache-config, per model whose config caches
+    "nv_cache_num_misses_per_model",
     "nv_cpu_utilization",
     "nv_cpu_memory_total_bytes",
     "nv_cpu_memory_used_bytes",

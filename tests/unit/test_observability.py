@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mmtriton import cli, spec
 from mmtriton.observability import metrics as m
 from mmtriton.observability import top
-from mmtriton.observability.web_metrics import (
+from mmtriton_client.web.metrics import (
     NO_MODALITIES,
     WEB_ERROR_KINDS,
     WEB_MODALITY_LABELS,

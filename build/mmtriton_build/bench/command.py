@@ -26,6 +26,9 @@ from pathlib import Path
 from mmtriton.layout import missing_onnx
 from mmtriton.paths import artifacts_dir, model_repository_dir
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "benchmark the served pipeline against baselines"
+
 SERVED_KEYS = ("concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "errors")
 MODELS = ("preprocess", "image_encoder", "text_encoder", "audio_encoder", "fusion")
 TARGET_LIMIT, TARGET_NAIVE, TARGET_TAIL = 0.85, 3.0, 2.5

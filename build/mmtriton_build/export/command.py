@@ -12,16 +12,20 @@ from pathlib import Path
 import numpy as np
 
 from mmtriton import spec
-from mmtriton.paths import artifacts_dir, model_repository_dir
+from mmtriton.paths import artifacts_dir, gallery_dir, model_repository_dir
 
 from ..artifacts import BuildPaths
 from ..config import DEFAULT_CONFIG, BuildConfig, load_config
+from ..examples import write_gallery
 from ..loaders import load_encoders, make_extractor
 from ..steps import StepRunner, fingerprint
 from . import repository as repo_files
 from .onnx_export import OPSET, export_encoder
 from .parity import TOLERANCE, onnx_test_embeddings, pipeline_agreement, random_parity
 from .tensorrt import file_sha256
+
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "export ONNX, check parity, write the repository"
 
 CODE_VERSION = 1
 
@@ -137,6 +141,8 @@ def export(config: BuildConfig, root: Path, repo: Path, *, force: bool = False) 
     if not ran:
         print(format_parity(json.loads(report_path.read_text())))
     populate_repository(config, paths, repo)
+    written = write_gallery(root, gallery_dir(root))
+    print(f"web page gallery: {written} examples in {gallery_dir(root)}")
     print(f"model repository ready: {repo}")
 
 

@@ -32,6 +32,9 @@ from .gpu import GpuInfo, NoGpuError, detect_gpu
 from .policy import POLICIES
 from .repository import ONNX_FILE, PLAN_PATTERN
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "build TensorRT engines on this GPU node"
+
 # Where NVIDIA's Triton images keep trtexec (the serving TensorRT's own builder).
 IMAGE_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 # NGC images state their TensorRT version in this variable (e.g. "10.5.0.18").

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,11 +19,12 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
 from mmtriton import spec
-from mmtriton.observability.web_metrics import WebMetrics
+from mmtriton.paths import gallery_dir
 
 from ..client import DEFAULT_URL, ChannelOptions
 from .gallery import prepare_gallery
 from .handlers import Classifier, PageResult, classify, weights_rows
+from .metrics import WebMetrics
 
 TITLE = "mmtriton · multimodal digit classifier"
 INTRO = (
@@ -37,11 +37,14 @@ THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"],
     font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
 )
-# Clicks the pad's Brush tool (the pad otherwise asks to "select the draw tool" first).
-SELECT_BRUSH_JS = """() => { setTimeout(() => {
+# Clicks the pad's Brush tool (the pad otherwise asks to "select the draw tool" first). The pad
+# renders some time after the event fires (longer on a busy machine), so keep looking for the
+# button for up to 5 s instead of trying once.
+SELECT_BRUSH_JS = """() => { let tries = 0; const pick = () => {
   const brush = document.querySelector('#sketchpad button[aria-label="Brush"]');
-  if (brush && !brush.classList.contains('highlight')) brush.click();
-}, 50); }"""
+  if (brush) { if (!brush.classList.contains('highlight')) brush.click(); return; }
+  if (++tries < 50) setTimeout(pick, 100);
+}; setTimeout(pick, 50); }"""
 # Small uploads (a 28x28 MNIST digit) are shown enlarged, with crisp pixels.
 CSS = """
 #status {min-height: 3em}
@@ -80,7 +83,6 @@ class WebSettings:
     queue_size: int = 64
     n_examples: int = 8
     examples_root: Path | None = None  # artifacts folder; default mmtriton.paths.artifacts_dir()
-    examples_dir: Path | None = None  # where example files are written; default a temp dir
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
 
@@ -91,8 +93,7 @@ def _weights_frame(result: PageResult | None) -> pd.DataFrame:
 
 def create_blocks(settings: WebSettings, classifier: Classifier, metrics: WebMetrics) -> gr.Blocks:
     """The page: inputs, outputs, examples, and the /predict API endpoint."""
-    examples_dir = settings.examples_dir or Path(tempfile.mkdtemp(prefix="mmtriton-web-"))
-    gallery = prepare_gallery(examples_dir, settings.n_examples, settings.examples_root)
+    gallery = prepare_gallery(settings.n_examples, settings.examples_root)
 
     def on_classify(image, sketch, text, audio, source):
         result = classify(classifier, metrics, image, sketch, text, audio, source)
@@ -216,7 +217,6 @@ def create_blocks(settings: WebSettings, classifier: Classifier, metrics: WebMet
             concurrency_id="triton",
         )
     blocks.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.queue_size)
-    blocks.mmtriton_examples_dir = examples_dir  # type: ignore[attr-defined]
     return blocks
 
 
@@ -255,7 +255,7 @@ def create_app(
         auth=settings.auth,
         auth_message="This page is password protected." if settings.auth else None,
         max_file_size=settings.max_file_size,
-        allowed_paths=[str(blocks.mmtriton_examples_dir)],
+        allowed_paths=[str(gallery_dir(settings.examples_root))],  # the gallery's files
         ssr_mode=False,
         mcp_server=False,
         footer_links=["api"],

@@ -11,6 +11,9 @@ from pathlib import Path
 from ..cli import add_channel_arguments, channel_options
 from ..client import DEFAULT_URL
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "start the web page"
+
 PASSWORD_ENV = "MMTRITON_WEB_PASSWORD"
 USER_ENV = "MMTRITON_WEB_USER"
 URL_ENV = "MMTRITON_TRITON_URL"

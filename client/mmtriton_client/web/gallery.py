@@ -1,15 +1,15 @@
-"""Test-set examples for the page's gallery, written as files the page can show and send."""
+"""The page's example gallery: the plain files `mmtriton export` wrote (see mmtriton.paths)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmtriton.paths import artifacts_dir
+from mmtriton.paths import GALLERY_INDEX, gallery_dir
 
-NO_BUILD_NOTE = (
-    "No examples: the build outputs were not found under {root} (run `mmtriton build`). "
-    "Everything else works."
+NO_GALLERY_NOTE = (
+    "No examples: no gallery under {folder} (run `mmtriton export`). Everything else works."
 )
 
 
@@ -21,34 +21,26 @@ class Gallery:
     note: str = ""
 
 
-def prepare_gallery(dest: Path, n: int = 8, root: Path | None = None) -> Gallery:
-    """Write up to ``n`` complete test examples (distinct labels first) into ``dest``."""
-    root = root or artifacts_dir()
+def prepare_gallery(n: int = 8, root: Path | None = None) -> Gallery:
+    """Up to `n` examples from the gallery under the artifacts folder `root`."""
     if n <= 0:
         return Gallery()
+    folder = gallery_dir(root)
     try:
-        from mmtriton_build.examples import load_examples
-
-        candidates = load_examples(root, max(64, 8 * n))
-    except Exception:  # no build (or no build package): an empty gallery, not a broken page
-        return Gallery(note=NO_BUILD_NOTE.format(root=root))
-    complete = [e for e in candidates if e.image and e.text and e.audio]
-    chosen, labels = [], set()
-    for e in complete:  # one per label first, then fill up
-        if e.label not in labels:
-            chosen.append(e)
-            labels.add(e.label)
-    taken = {e.index for e in chosen}
-    chosen += [e for e in complete if e.index not in taken]
-    chosen = sorted(chosen[:n], key=lambda e: e.label)
-    dest.mkdir(parents=True, exist_ok=True)
-    gallery = Gallery()
-    for e in chosen:
-        image = dest / f"example-{e.index}-digit-{e.label}.png"
-        audio = dest / f"example-{e.index}-digit-{e.label}.wav"
-        image.write_bytes(e.image)
-        audio.write_bytes(e.audio)
-        gallery.rows.append([str(image), e.text, str(audio)])
-    if not gallery.rows:
-        gallery.note = f"No complete examples were found in the build under {root}."
-    return gallery
+        index = json.loads((folder / GALLERY_INDEX).read_text())
+        entries = index["examples"]
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+    ):  # no build: an empty gallery, not a broken page
+        return Gallery(note=NO_GALLERY_NOTE.format(folder=folder))
+    rows = []
+    for entry in sorted(entries[:n], key=lambda e: str(e.get("label"))):
+        image, audio = folder / entry["image"], folder / entry["audio"]
+        if image.is_file() and audio.is_file():
+            rows.append([str(image), entry["text"], str(audio)])
+    if not rows:
+        return Gallery(note=f"The gallery under {folder} lists no example whose files exist.")
+    return Gallery(rows=rows)

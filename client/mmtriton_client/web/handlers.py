@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from mmtriton import spec
-from mmtriton.observability.web_metrics import NO_MODALITIES, WebMetrics
 
 from ..client import (
     ChannelOptions,
@@ -30,6 +29,7 @@ from ..client import (
     RetryPolicy,
     Sample,
 )
+from .metrics import NO_MODALITIES, WebMetrics
 
 NO_INPUT_MESSAGE = (
     "Nothing to classify yet: upload or draw an image, type some text, or upload or record "

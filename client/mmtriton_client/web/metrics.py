@@ -28,14 +28,13 @@ from prometheus_client import (
 )
 
 from mmtriton import spec
-from mmtriton.observability.metrics import MODALITY_LABELS
 
 WEB_REQUESTS = "mmtriton_web_requests_total"
 WEB_ERRORS = "mmtriton_web_errors_total"
 WEB_REQUEST_SECONDS = "mmtriton_web_request_seconds"
 
 NO_MODALITIES = "none"
-WEB_MODALITY_LABELS: tuple[str, ...] = (*MODALITY_LABELS, NO_MODALITIES)
+WEB_MODALITY_LABELS: tuple[str, ...] = (*(spec.subset_name(s) for s in spec.SUBSETS), NO_MODALITIES)
 # no_input and invalid_input are the user's; the others are the service's.
 WEB_ERROR_KINDS: tuple[str, ...] = (
     "no_input",

@@ -23,6 +23,9 @@ from mmtriton.server.launcher import (
 )
 from mmtriton.server.process import tied_to_this_process
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "start the whole stack: Triton, the web page, Prometheus"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `mmtriton up`."""
