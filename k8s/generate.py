@@ -41,7 +41,7 @@ from mmtriton_build.export.tensorrt import DEFAULT_TIMEOUT_S, IMAGE_TRTEXEC  # n
 TRITON_DEPLOYMENT = "triton"
 TRITON_CONTAINER = "triton"
 ENGINES_CONTAINER = "build-engines"
-# Where build/Dockerfile puts the exported model repository in the triton image.
+# Where k8s/images/Dockerfile puts the exported model repository in the triton image.
 IMAGE_REPOSITORY = "/opt/mmtriton/model_repository"
 # Where the pod-local, engine-linked copy of the model repository is mounted.
 MODEL_REPOSITORY = "/models/repository"

@@ -8,7 +8,7 @@ probes run as declared, liveness failures restart the container, and stopping ru
 SIGTERM and SIGKILL after the grace period. Real inference then goes through the Service's port.
 
 Modules: `expand` (env and $(VAR)), `remap` (paths, ports, Service names), `image` (what the
-image holds, read from build/Dockerfile), `volumes` (temp dirs, test Secrets), `probes`
+image holds, read from k8s/images/Dockerfile), `volumes` (temp dirs, test Secrets), `probes`
 (probe execution and the kubelet's threshold state machine), `container` (process control),
 `kubelet` (pods), `scenario` (the checks per overlay), `events` (log and summary).
 """

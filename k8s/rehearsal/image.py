@@ -1,6 +1,6 @@
 """What a container image holds, for a container played on this machine.
 
-The image config (ENTRYPOINT, CMD, ENV, USER, WORKDIR) is read from build/Dockerfile: the
+The image config (ENTRYPOINT, CMD, ENV, USER, WORKDIR) is read from k8s/images/Dockerfile: the
 manifests' image `registry/.../<target>:<tag>` is the Dockerfile stage `<target>`, and a stage
 inherits from the stage or base image it is built FROM. The image's files are the project's:
 `COPY <context path> <image path>` maps the image path back to the context path, and what RUN
@@ -175,7 +175,10 @@ def stage_config(stages: dict[str, _Stage], name: str, context: Path = ROOT) -> 
     return config
 
 
-def image_config(image: str, dockerfile: Path = ROOT / "build" / "Dockerfile") -> ImageConfig:
+DOCKERFILE = ROOT / "k8s" / "images" / "Dockerfile"
+
+
+def image_config(image: str, dockerfile: Path = DOCKERFILE) -> ImageConfig:
     """The config of a manifest image `registry/path/<target>:<tag>` (or `@sha256:`)."""
     ref = image.split("@")[0]
     last = ref.rsplit("/", 1)[-1]

@@ -1,4 +1,4 @@
-"""The Kubernetes manifests (k8s/) and the serving image (build/Dockerfile), checked offline.
+"""The Kubernetes manifests (k8s/) and the serving image (k8s/images/Dockerfile), checked offline.
 
 Renders each overlay (cpu, gpu, kserve) with `kubectl kustomize`, validates every object against
 the Kubernetes schemas bundled with kubernetes-validate (custom resources against k8s/schemas/:
@@ -65,7 +65,7 @@ CRD_SCHEMAS = {
 }
 CHECKOV = Path(sys.executable).parent / "checkov"
 MMTRITON = Path(sys.executable).parent / "mmtriton"
-DOCKERFILE = ROOT / "build" / "Dockerfile"
+DOCKERFILE = ROOT / "k8s" / "images" / "Dockerfile"
 
 generate = load_generator()
 
@@ -620,10 +620,10 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def test_serving_requirements_are_pinned_to_the_lock():
-    serving = _pins(ROOT / "build" / "requirements-serving.txt")
+    serving = _pins(ROOT / "k8s" / "images" / "requirements-serving.txt")
     lock = _pins(ROOT / "requirements.lock")
     for name in ("numpy", "pillow", "soundfile", "scipy", "onnxruntime", "tokenizers"):
-        assert name in serving, f"{name} missing from build/requirements-serving.txt"
+        assert name in serving, f"{name} missing from k8s/images/requirements-serving.txt"
     assert "torch" not in serving and "onnxruntime-gpu" not in serving
     mismatched = {n: (v, lock.get(n)) for n, v in serving.items() if lock.get(n) != v}
     assert not mismatched, f"serving pin != requirements.lock: {mismatched}"
