@@ -640,3 +640,27 @@ def test_dockerfile_installs_pinned_deps_and_runs_unprivileged():
     for name in ("triton", "web"):
         users = re.findall(r"^USER (\S+)", _dockerfile_stage(name), flags=re.M)
         assert users and users[-1] == "10001:10001", name
+
+
+@pytest.mark.parametrize("overlay", DEPLOYMENT_OVERLAYS)
+def test_web_page_balances_over_every_triton_pod(rendered, overlay):
+    """Defect 9: a ClusterIP channel pins a page replica to one Triton pod. The page must dial
+    the headless Service with round robin; parsed by the real `mmtriton web` parser."""
+    from mmtriton_client.cli import channel_options
+    from mmtriton_client.web import command as web_command
+
+    objs = rendered[overlay]
+    pod = find(objs, "Deployment", "mmtriton-web")["spec"]["template"]["spec"]
+    web = container(pod, "web")
+    assert "command" not in web, "keep the image's entrypoint (mmtriton)"
+    assert web["args"][0] == "web"
+    parser = argparse.ArgumentParser()
+    web_command.add_arguments(parser)
+    args = parser.parse_args(web["args"][1:])
+    target = args.triton_url
+    assert target.startswith("dns:///"), target
+    host, port = target.removeprefix("dns:///").rsplit(":", 1)
+    headless = find(objs, "Service", host.split(".")[0])
+    assert headless["spec"].get("clusterIP") == "None", "dial the headless Service"
+    assert int(port) in {p["port"] for p in headless["spec"]["ports"]}
+    assert channel_options(args).lb_policy == "round_robin"
