@@ -71,7 +71,12 @@ _TRITON_TYPES = {
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor: dims exclude the batch axis; -1 marks a dynamic axis."""
+    """One named tensor: dims exclude the batch axis.
+
+    -1 marks the one dynamic axis, the text sequence: the text encoder's graph accepts any
+    length, while preprocessing always pads to TEXT_MAX_TOKENS so that requests batch together
+    (`fixed_dims` is that shape; configs, exports and engine profiles read it from here).
+    """
 
     name: str
     dtype: str
@@ -87,6 +92,11 @@ class TensorSpec:
     def wire_type(self) -> str:
         """Type as named by the KServe v2 protocol and tritonclient (FP32, BYTES, ...)."""
         return _TRITON_TYPES[self.dtype][1]
+
+    @property
+    def fixed_dims(self) -> tuple[int, ...]:
+        """`dims` with the dynamic (text sequence) axis at its served length."""
+        return tuple(TEXT_MAX_TOKENS if d == -1 else d for d in self.dims)
 
     @property
     def numpy_dtype(self) -> np.dtype:

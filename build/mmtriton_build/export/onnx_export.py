@@ -7,7 +7,6 @@ from pathlib import Path
 import onnx
 import torch
 
-from mmtriton import spec
 from mmtriton.spec import ModelSpec
 
 OPSET = 17
@@ -17,7 +16,7 @@ def example_inputs(model: ModelSpec, batch: int = 2) -> tuple[torch.Tensor, ...]
     """Tensors of the right shape and dtype for tracing (dynamic axes get a concrete size)."""
     tensors = []
     for t in model.inputs:
-        dims = [batch] + [spec.TEXT_MAX_TOKENS if d == -1 else d for d in t.dims]
+        dims = [batch, *t.fixed_dims]
         if t.dtype == "int64":
             tensors.append(torch.ones(dims, dtype=torch.int64))
         else:

@@ -102,7 +102,7 @@ def _warmup(model: ModelSpec) -> str:
     inputs = "\n".join(
         f'    inputs {{\n      key: "{t.name}"\n      value: {{\n'
         f"        data_type: {t.triton_type}\n"
-        f"        dims: {_dims(tuple(spec.TEXT_MAX_TOKENS if d == -1 else d for d in t.dims))}\n"
+        f"        dims: {_dims(t.fixed_dims)}\n"
         "        zero_data: true\n      }\n    }"
         for t in model.inputs
     )
@@ -175,10 +175,7 @@ def encoder_config_gpu(model: ModelSpec) -> str:
 def preprocess_config() -> str:
     """The first step: decodes and validates every input before the graph fans out."""
     # Text length is fixed here so encoder requests batch together.
-    dims = {
-        spec.TEXT_INPUT_IDS.name: (spec.TEXT_MAX_TOKENS,),
-        spec.TEXT_ATTENTION_MASK.name: (spec.TEXT_MAX_TOKENS,),
-    }
+    dims = {t.name: t.fixed_dims for t in (spec.TEXT_INPUT_IDS, spec.TEXT_ATTENTION_MASK)}
     # No warm-up: zero-filled BYTES would be a request with no input, which it must refuse.
     return _python_model(
         spec.PREPROCESS,

@@ -78,8 +78,7 @@ def optimization_profiles(model: ModelSpec) -> list[ShapeProfile]:
     profiles = []
     for t in model.inputs:
         lo = tuple(1 if d == -1 else d for d in t.dims)
-        opt = tuple(spec.TEXT_MAX_TOKENS if d == -1 else d for d in t.dims)
-        hi = tuple(spec.TEXT_MAX_TOKENS if d == -1 else d for d in t.dims)
+        opt = hi = t.fixed_dims
         profiles.append(
             ShapeProfile(t.name, (1, *lo), (policy.opt_batch, *opt), (policy.max_batch_size, *hi))
         )
