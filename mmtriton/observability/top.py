@@ -5,7 +5,8 @@ with --web-url, the web page's /metrics), samples twice an interval apart and sh
 requests and inferences per second, average batch size, average queue and compute time per
 request (from Triton's cumulative duration counters), latency percentiles from the pipeline's
 own histograms and failures by reason; then the pipeline's end-to-end percentiles, the modality
-mix, preprocess rejections, CPU/GPU use and the web page. `--once` prints one view and exits.
+mix, preprocess rejections, the encoders' response-cache hit ratio, CPU/GPU use and the
+web page. `--once` prints one view and exits.
 
 Everything but the HTTP fetch is a pure function of two snapshots, so it is tested offline.
 """
@@ -117,6 +118,9 @@ def histogram_quantiles(
 
 # --- the view ------------------------------------------------------------------------------
 QUANTILES = (0.5, 0.95, 0.99)
+# Triton's response-cache counters, per model (only models whose config enables the cache).
+CACHE_HITS = "nv_cache_num_hits_per_model"
+CACHE_MISSES = "nv_cache_num_misses_per_model"
 
 
 @dataclass
@@ -156,6 +160,8 @@ class View:
     memory_total_bytes: float | None
     gpus: list[tuple[str, float | None, float | None, float | None]]
     web: WebView | None = None
+    # Response cache per model over the interval: (hits, misses); None: no cache on the server.
+    cache: dict[str, tuple[float, float]] | None = None
 
 
 def _model_order(model: str) -> tuple[int, str]:
@@ -238,6 +244,13 @@ def build_view(
         (uuid[0], gpu_util.get(uuid), gpu_used.get(uuid), gpu_total.get(uuid))
         for uuid in sorted(set(gpu_util) | set(gpu_used))
     ]
+    cache = None
+    if after.series(CACHE_HITS):
+        hits, misses = delta(CACHE_HITS), delta(CACHE_MISSES)
+        cache = {
+            k[0]: (hits.get(k, 0.0), misses.get(k, 0.0))
+            for k in sorted(set(hits) | set(misses), key=lambda k: _model_order(k[0]))
+        }
     web = None
     if web_before is not None and web_after is not None:
         web_seconds = max(web_after.at - web_before.at, 1e-9)
@@ -262,6 +275,7 @@ def build_view(
         memory_total_bytes=gauge("nv_cpu_memory_total_bytes").get(()),
         gpus=gpus,
         web=web,
+        cache=cache,
     )
 
 
@@ -276,6 +290,18 @@ def _counts(counts: Mapping[str, float]) -> str:
     if not counts:
         return "-"
     return " ".join(f"{k}:{v:g}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _cache(view: View) -> str:
+    """`image_encoder 50% of 4.0/s ...`: hit ratio of each cached model's lookups."""
+    if view.cache is None:
+        return "off"
+    parts = []
+    for model, (hits, misses) in view.cache.items():
+        lookups = hits + misses
+        ratio = f"{hits / lookups:.0%}" if lookups else "-"
+        parts.append(f"{model} {ratio} of {lookups / view.interval_s:.1f}/s")
+    return "  ".join(parts) + "  (hits of lookups)" if parts else "-"
 
 
 def _gib(value: float | None) -> str:
@@ -339,6 +365,7 @@ def render(view: View, *, url: str = "", now: str | None = None) -> str:
     )
     lines.append(f"modalities {mix or '-'}")
     lines.append(f"rejected   {_counts(view.preprocess_failures)}")
+    lines.append(f"cache      {_cache(view)}")
     cpu = "-" if view.cpu_utilization is None else f"{view.cpu_utilization:.0%}"
     lines.append(
         f"cpu        {cpu}  memory {_gib(view.memory_used_bytes)}"

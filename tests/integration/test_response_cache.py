@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import urllib.request
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
 from mmtriton import spec
 from mmtriton.server.flags import DEFAULT_RESPONSE_CACHE_BYTES
-from mmtriton_build.examples import load_examples
+from mmtriton_build.examples import encode_png, load_examples
 from mmtriton_client.client import MultimodalClient, Sample
 from tests.conftest import start_triton
 
@@ -134,3 +135,18 @@ def test_cache_hits_and_misses_are_exported_per_model(cached, examples):
     assert lines['nv_cache_num_hits_per_model{model="image_encoder",version="1"}'] >= 1
     # Steps that must not be cached (see export/repository.py) have no cache series at all.
     assert not any('model="preprocess"' in k or 'model="fusion"' in k for k in lines)
+
+
+def test_top_shows_each_encoders_hit_ratio(cached, examples):
+    from mmtriton.observability import top
+
+    image = encode_png(np.tri(28, 28, dtype=np.uint8) * 255)  # sent by no other test
+    before = top.scrape(cached.metrics_url)
+    with MultimodalClient(cached.grpc_url) as client:
+        for text in ("one", "two", "three"):  # one new image, three new texts
+            client.predict(Sample(image=image, text=f"the digit {text}, top"))
+    view = top.build_view(before, top.scrape(cached.metrics_url))
+    assert view.cache is not None
+    assert view.cache["image_encoder"] == (2.0, 1.0)
+    assert view.cache["text_encoder"] == (0.0, 3.0)
+    assert "cache      " in top.render(view) and "image_encoder 67% of" in top.render(view)
