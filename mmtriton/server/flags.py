@@ -32,6 +32,8 @@ DEFAULT_TRACE_RATE = 100
 # (which inherit tritonserver's environment) to export their own spans to the same place.
 OTLP_ENDPOINT_ENV = "MMTRITON_OTLP_ENDPOINT"
 TRACE_SERVICE_NAME = "tritonserver"
+# Triton batches its span exports; a second keeps traces current at negligible cost.
+TRACE_EXPORT_DELAY_MS = 1000
 # Triton's local response cache, shared by the models whose config enables it (the encoders:
 # see export/repository.py). An image embedding is ~5 KB, so 64 MiB holds ~10^4 answers.
 DEFAULT_RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
@@ -104,6 +106,7 @@ def tracing_args(settings: ServerSettings) -> list[str]:
         "--trace-config=count=-1",
         f"--trace-config=opentelemetry,url={settings.otlp_endpoint}",
         f"--trace-config=opentelemetry,resource=service.name={TRACE_SERVICE_NAME}",
+        f"--trace-config=opentelemetry,bsp_schedule_delay={TRACE_EXPORT_DELAY_MS}",
     ]
 
 

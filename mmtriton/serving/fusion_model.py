@@ -8,6 +8,7 @@ import numpy as np
 
 from mmtriton import spec
 
+from . import tracing
 from .fusion import NumpyFusion
 from .onnx_encoder import run_batched
 from .triton_io import model_parameters, output_dtypes, pb_utils, tensor_response
@@ -37,6 +38,7 @@ class FusionModel:
         self.output_names = [t["name"] for t in config["output"]]
         self.session = _FusionSession(NumpyFusion(version_dir / params["weights_file"]))
         self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, pipeline=True)
+        self.tracer = tracing.StepTracer(config["name"])
 
     def execute(self, requests):
         start = time.perf_counter()
@@ -45,7 +47,9 @@ class FusionModel:
         inputs = [
             {n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in names} for r in requests
         ]
+        spans = self._start_spans(requests, inputs)
         per_request = run_batched(self.session, inputs, self.output_names)
+        self.tracer.end(spans)
         now = time.time()
         for request_inputs in inputs:
             started = request_inputs[spec.PIPELINE_START.name]
@@ -56,5 +60,22 @@ class FusionModel:
         self.metrics.observe_execute(batch, time.perf_counter() - start)
         return [tensor_response(out, self.dtypes) for out in per_request]
 
+    def _start_spans(self, requests, inputs: list[dict[str, np.ndarray]]) -> list:
+        """A `fusion.fuse` span per traced request: the batch they are fused in together."""
+        if not self.tracer.enabled:
+            return []
+        batch = sum(len(i[spec.PRESENT.name]) for i in inputs)
+        spans = []
+        for request, request_inputs in zip(requests, inputs, strict=True):
+            present = request_inputs[spec.PRESENT.name]
+            attributes = {
+                tracing.MODALITIES: tracing.modalities_attribute(present),
+                tracing.BATCH_SIZE: len(present),
+                tracing.STEP_BATCH_SIZE: batch,
+            }
+            spans.append(self.tracer.start("fuse", self.tracer.context(request), attributes))
+        return spans
+
     def finalize(self) -> None:
+        self.tracer.shutdown()
         self.session = None

@@ -16,6 +16,7 @@ from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
 from mmtriton.server.drain import DRAIN_FILE_ENV, draining
 
+from . import tracing
 from .triton_io import (
     error_response,
     model_parameters,
@@ -84,19 +85,24 @@ class PreprocessModel:
         )
         self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, inputs=True)
         self.drain_file = os.environ.get(DRAIN_FILE_ENV)
+        self.tracer = tracing.StepTracer(config["name"])
 
     def execute(self, requests):
         if draining(self.drain_file):  # shutting down: admit nothing new (see server/drain.py)
             return [unavailable_response("server is shutting down; retry") for _ in requests]
         start = time.perf_counter()
-        responses, batch = [], 0
-        for request in requests:
-            raw = {m: optional_input(request, t.name) for m, t in spec.RAW_INPUTS.items()}
-            # Every row received counts toward the batch size, rejected ones included.
-            batch += max((len(a) for a in raw.values() if a is not None), default=0)
+        raws = [
+            {m: optional_input(r, t.name) for m, t in spec.RAW_INPUTS.items()} for r in requests
+        ]
+        # Every row received counts toward the batch size, rejected ones included.
+        rows = [max((len(a) for a in raw.values() if a is not None), default=0) for raw in raws]
+        batch = sum(rows)
+        responses = []
+        for request, raw, n in zip(requests, raws, rows, strict=True):
+            parent = self.tracer.context(request)
+            sizes = {tracing.BATCH_SIZE: n, tracing.STEP_BATCH_SIZE: batch}
             try:
-                images, texts, audios = request_samples(raw)
-                tensors = self.preprocessor.preprocess_batch(images, texts, audios)
+                tensors = self._preprocess(raw, parent, sizes)
             except InvalidInput as exc:
                 self.metrics.count_failure(exc.reason)
                 responses.append(error_response(str(exc)))
@@ -105,12 +111,38 @@ class PreprocessModel:
                 self.metrics.count_failure("internal")
                 responses.append(error_response(f"preprocessing failed: {exc}", False))
                 continue
-            n = len(images)
             tensors[spec.PIPELINE_START.name] = np.full((n, 1), time.time(), np.float64)
             self.metrics.count_modalities(tensors[spec.PRESENT.name])
             responses.append(tensor_response(tensors, self.dtypes))
         self.metrics.observe_execute(batch, time.perf_counter() - start)
         return responses
 
+    def _preprocess(self, raw: dict, parent, sizes: dict) -> dict[str, np.ndarray]:
+        """One request's encoder tensors, in a span per stage when the request is traced."""
+        given = "+".join(m for m in spec.MODALITIES if raw[m] is not None)
+        with self.tracer.span("validate", parent, {tracing.MODALITIES: given, **sizes}) as span:
+            try:
+                images, texts, audios = request_samples(raw)
+            except Exception as exc:
+                self._refuse(span, exc)
+                raise
+        with self.tracer.span("decode", parent, dict(sizes)) as span:
+            try:
+                tensors = self.preprocessor.preprocess_batch(images, texts, audios)
+            except Exception as exc:
+                self._refuse(span, exc)
+                raise
+            if span is not None:
+                present = tensors[spec.PRESENT.name]
+                span.set_attribute(tracing.MODALITIES, tracing.modalities_attribute(present))
+        return tensors
+
+    def _refuse(self, span, exc: Exception) -> None:
+        if isinstance(exc, InvalidInput):
+            self.tracer.refuse(span, exc.reason, str(exc), exc.modality)
+        else:
+            self.tracer.refuse(span, "internal", f"preprocessing failed: {exc}")
+
     def finalize(self) -> None:
+        self.tracer.shutdown()
         self.preprocessor = None
