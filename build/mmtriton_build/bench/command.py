@@ -8,7 +8,8 @@
 4. unbatched - the same repository with dynamic batching removed, peak throughput.
 
 `--perf-analyzer` adds Triton's perf_analyzer as a second opinion; `--sweep` measures variants
-of export/policy.py instead and writes a markdown table.
+of export/policy.py instead and writes a markdown table; `--cache-trace` measures the response
+cache and the cost of tracing instead (cache_trace.py).
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sweep-concurrency", type=int, default=16, help="concurrency of the sweep (16)"
+    )
+    parser.add_argument(
+        "--cache-trace",
+        action="store_true",
+        help="measure the response cache (on/off) and tracing overhead instead",
     )
     parser.add_argument("--out", type=Path, help="where to write the JSON / sweep markdown")
     parser.add_argument("--artifacts", type=Path, help="build folder (default: artifacts/)")
@@ -343,6 +349,10 @@ def run(args: argparse.Namespace) -> int:
     repo = args.repository or model_repository_dir()
     if missing_onnx(repo):
         raise SystemExit(f"error: {repo} is not exported; run `mmtriton export` first")
+    if args.cache_trace:
+        from .cache_trace import run_cache_trace
+
+        return run_cache_trace(args, root, repo, log)
     s = _settings(args)
     if args.sweep:
         return _run_sweep(args, root, repo, s)
