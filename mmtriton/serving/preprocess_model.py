@@ -89,7 +89,11 @@ class PreprocessModel:
 
     def execute(self, requests):
         if draining(self.drain_file):  # shutting down: admit nothing new (see server/drain.py)
-            return [unavailable_response("server is shutting down; retry") for _ in requests]
+            message = "server is shutting down; retry"
+            for request in requests:
+                with self.tracer.span("admit", self.tracer.context(request)) as span:
+                    self.tracer.refuse(span, "draining", message)
+            return [unavailable_response(message) for _ in requests]
         start = time.perf_counter()
         raws = [
             {m: optional_input(r, t.name) for m, t in spec.RAW_INPUTS.items()} for r in requests
