@@ -7,6 +7,7 @@ port, and each string handed to a process is rewritten for this machine (remap.R
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,9 +92,10 @@ def _not_enforced(pod_spec: Mapping, workload: Mapping, containers: list[Mapping
     cgroups, no scheduler, running as the current user)."""
     notes: list[str] = []
     sc = pod_spec.get("securityContext") or {}
+    me = f"the rehearsal runs as uid {os.getuid()}, without namespaces"
     for key in ("runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "seccompProfile"):
         if key in sc:
-            notes.append(f"pod securityContext.{key}={sc[key]}: not enforced here")
+            notes.append(f"pod securityContext.{key}={sc[key]}: not enforced here ({me})")
     for c in containers:
         csc = c.get("securityContext") or {}
         for key in sorted(csc):
