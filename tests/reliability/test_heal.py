@@ -15,11 +15,11 @@ import pytest
 from mmtriton_build.reliability.faults import (
     HEAL_BOUND_S,
     STOP_BOUND_S,
+    Lineage,
     stop_after_stub_death,
     stub_fault,
     web_during_restart,
 )
-from mmtriton_build.reliability.serve import ServeProcess
 
 from ..conftest import require_repository
 
@@ -27,11 +27,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def serve(tmp_path_factory) -> Iterator[ServeProcess]:
-    process = ServeProcess(require_repository(), tmp_path_factory.mktemp("heal")).start()
-    yield process
-    if process.process is not None and process.process.poll() is None:
-        process.kill_all()  # the last test did not run (-k): just clean up
+def lineage(tmp_path_factory) -> Iterator[Lineage]:
+    """Servers one after another, each taking at most the supervisor's heal budget (more heals
+    within its window are a crash loop: it then gives up on purpose)."""
+    servers = Lineage(require_repository(), tmp_path_factory.mktemp("heal"))
+    yield servers
+    servers.close()
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,10 @@ def _assert_healed(result: dict) -> None:
     assert result["restarts"][1] >= result["restarts"][0] + 1, result["restarts"]  # a real heal
 
 
-def test_kill_9_of_each_stub_under_load_is_healed_within_30_s_losing_nothing(serve, few):
+def test_kill_9_of_each_stub_under_load_is_healed_within_30_s_losing_nothing(lineage, few):
     """The issue's "It must show": each stub in turn, readiness false during the gap, the next
     answer within 30 s, callers retrying with the library's defaults lose nothing."""
-    names = sorted(serve.stubs())
+    names = lineage.stub_names()
     assert {n.rsplit("_", 2)[0] for n in names} == {
         "preprocess",
         "image_encoder",
@@ -69,26 +70,26 @@ def test_kill_9_of_each_stub_under_load_is_healed_within_30_s_losing_nothing(ser
         "audio_encoder",
         "fusion",
     }, names
-    results = [stub_fault(serve, few, name) for name in names]
+    results = [stub_fault(lineage.serve_for(1), few, name) for name in names]
     failed = [_figures(r) for r in results if not r["survived"]]
     assert not failed, "\n".join(failed)
     for result in results:
         _assert_healed(result)
 
 
-def test_sigstopped_stub_is_detected_and_healed_and_does_not_linger(serve, few):
-    result = stub_fault(serve, few, "image_encoder_0_0", signal.SIGSTOP)
+def test_sigstopped_stub_is_detected_and_healed_and_does_not_linger(lineage, few):
+    result = stub_fault(lineage.serve_for(1), few, "image_encoder_0_0", signal.SIGSTOP)
     _assert_healed(result)
     assert result["detected_after_s"] < 5, _figures(result)  # the issue's detection bound
 
 
-def test_sigkill_of_tritonserver_is_healed_on_the_same_ports(serve, few):
-    result = stub_fault(serve, few, "tritonserver")
+def test_sigkill_of_tritonserver_is_healed_on_the_same_ports(lineage, few):
+    result = stub_fault(lineage.serve_for(1), few, "tritonserver")
     _assert_healed(result)
 
 
-def test_web_page_recovers_by_itself_once_triton_is_back(serve, few, tmp_path):
-    result = web_during_restart(serve, few, tmp_path)
+def test_web_page_recovers_by_itself_once_triton_is_back(lineage, few):
+    result = web_during_restart(lineage.serve_for(1), few)
     assert result["ready_false_during_gap"], result
     assert result["answered_before_fault"] > 0, result
     assert result["page_failures"] == 0, result  # friendly errors during the gap, never a crash
@@ -96,9 +97,11 @@ def test_web_page_recovers_by_itself_once_triton_is_back(serve, few, tmp_path):
     assert result["page_back_after_server_s"] < 10, result
 
 
-def test_sigterm_right_after_a_stub_death_stops_within_30_s_exit_0_no_shm_left(serve, few):
+def test_sigterm_right_after_a_stub_death_stops_within_30_s_exit_0_no_shm_left(lineage, few):
+    serve = lineage.serve_for(1)
     result = stop_after_stub_death(serve, few)
-    assert result["exit_code"] == 0, (result, serve.console_tail())
-    assert result["stop_s"] < STOP_BOUND_S, result
-    assert result["shm_regions_left"] == 0, result
-    assert result["processes_left"] == 0, result
+    shown = f"{result}\n{serve.console_tail()}"
+    assert result["exit_code"] == 0, shown
+    assert result["stop_s"] < STOP_BOUND_S, shown
+    assert result["shm_regions_left"] == 0, shown
+    assert result["processes_left"] == 0, shown

@@ -29,7 +29,6 @@ def test_invalid_inputs_are_refused_clearly_and_odd_valid_ones_answered(rel_serv
 
 def test_hostile_inputs_through_the_web_page(rel_server, examples, tmp_path):
     result = run_web_hostile(rel_server.grpc_url, examples, tmp_path)
-    assert result is not None, "the web page (mmtriton_client.web) is not installed"
     bad = [r for r in result["cases"] if not r["clean"]]
     assert not bad, bad
     assert result["invalid_tried"] >= 5 and result["valid_tried"] >= 3

@@ -8,7 +8,8 @@ readiness was false during the gap, how long the heal took, and when callers wer
 again. Callers are clients of the library: most use its default ``RetryPolicy`` (what a
 caller gets without tuning anything), one never retries (what a bare gRPC caller sees). Every
 request a retrying caller did not get answered counts as lost: failed (e.g. INTERNAL), broken
-mid-flight, or past its deadline.
+mid-flight, or past its deadline, and, in the heal faults, refused as "retry later" once
+its retry budget was spent.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mmtriton.server.supervisor import SupervisorPolicy
 from mmtriton_client.client import AsyncMultimodalClient, RetryPolicy
 
 from .load import Outcome, closed_loop, mixed_caller, summarize
-from .serve import ServeProcess, alive, port_listening
+from .serve import ServeProcess, port_listening, same_alive, start_time
 
 BARE = RetryPolicy(attempts=1)
 # During a stop nothing comes back: a short policy so callers give up quickly.
@@ -34,6 +36,8 @@ PACE_S = 0.15  # per caller: about 6-7 requests/s each, well within capacity
 HEAL_BOUND_S = 30.0  # the issue's bound: next answer within 30 s of the fault
 STOP_BOUND_S = 30.0  # SIGTERM: exit 0 within 30 s in every state
 ORPHAN_BOUND_S = 5.0  # SIGKILL of the launcher: tritonserver gone, ports free within this
+# The supervisor's crash-loop bound: more heals than this within its window and it gives up.
+MAX_HEALS = SupervisorPolicy().max_heals
 
 
 class ReadinessWatch:
@@ -80,19 +84,21 @@ async def _with_load(
     policy: RetryPolicy | None = None,
     lead_s: float = 1.5,
     tail_s: float = 1.5,
+    answered_after: Callable[[], float | None] | None = None,
 ):
     """Run `fault()` (blocking, in a thread) while `workers` callers with `policy` (default:
     the library's default retries) and one bare caller send mixed requests; the load starts
     `lead_s` before the fault and goes on for `tail_s` after it returns, and (up to 30 s more)
-    until a retrying caller got an answer to a request sent after the fault began: that
-    answer is the "next successful answer" the figures time.
+    until a retrying caller got an answer to a request sent after `answered_after()` (default:
+    when the fault began): that answer is the "next successful answer" the figures time.
     Returns (retrying outcomes, bare outcomes, fault's result)."""
     done_at: list[float] = []
     began: list[float] = []
     retried: list[Outcome] = []
 
     def answered_since_fault() -> bool:
-        return any(o.kind == "ok" and o.start >= began[0] for o in retried)
+        since = (answered_after() if answered_after else None) or began[0]
+        return any(o.kind == "ok" and o.start >= since for o in retried)
 
     def until() -> bool:
         if not done_at:
@@ -165,7 +171,7 @@ def stub_fault(
         def fault():
             serve.track_now()
             pid = serve.triton_pid() if instance == "tritonserver" else serve.stubs()[instance]
-            marks["pid"] = pid
+            started = start_time(pid)
             marks["at"] = time.monotonic()
             os.kill(pid, sig)
             down = watch.wait_for(False, marks["at"], timeout_s)
@@ -173,12 +179,16 @@ def stub_fault(
             marks["up"] = watch.wait_for(True, down, timeout_s) if down else None
             if marks["up"]:
                 deadline = time.monotonic() + 10  # the signalled process must be gone too
-                while alive(pid) and time.monotonic() < deadline:
+                while same_alive(pid, started) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 serve.track_now()
-            marks["signalled_left_alive"] = alive(pid)
+            marks["signalled_left_alive"] = same_alive(pid, started)
 
-        retrying, bare, _ = asyncio.run(_with_load(serve.grpc_url, examples, workers, fault))
+        retrying, bare, _ = asyncio.run(
+            _with_load(
+                serve.grpc_url, examples, workers, fault, answered_after=lambda: marks.get("down")
+            )
+        )
     at, down, up = marks["at"], marks["down"], marks["up"]
     after = serve.status()
     back, gap = answer_gaps(retrying, down if down is not None else at)
@@ -195,7 +205,8 @@ def stub_fault(
         "heal_reason": (after.get("last_heal") or {}).get("reason"),
         "signalled_process_left_alive": marks["signalled_left_alive"],
         "retrying_callers": callers,
-        "retrying_lost": lost(callers),
+        # A retrying caller that finally gave up (UNAVAILABLE after its budget) lost it too.
+        "retrying_lost": lost(callers) + callers["rejected"],
         "bare_caller": summarize(bare),
     }
     out["survived"] = bool(
@@ -209,9 +220,45 @@ def stub_fault(
     return out
 
 
-def kill_each_stub(serve: ServeProcess, examples: Sequence, workers: int = 3) -> list[dict]:
+class Lineage:
+    """`mmtriton serve` processes one after another, each given at most MAX_HEALS faults that
+    need a heal: more within the supervisor's window is a crash loop, and it then gives up on
+    purpose (exit 1, for the kubelet to restart the container)."""
+
+    def __init__(self, repository: Path, log_dir: Path) -> None:
+        self.repository, self.log_dir = repository, log_dir
+        self.serve: ServeProcess | None = None
+        self.heals = 0
+        self.started = 0
+
+    def serve_for(self, heals: int = 1) -> ServeProcess:
+        """A ready server that can still take `heals` heals; counts them as taken."""
+        worn = self.heals + heals > MAX_HEALS
+        if self.serve is None or worn or self.serve.process.poll() is not None:
+            self.close()
+            self.serve = ServeProcess(self.repository, self.log_dir).start()
+            self.started += 1
+            self.heals = 0
+        self.heals += heals
+        return self.serve
+
+    def stub_names(self) -> list[str]:
+        """The instances of the shipped repository (from a running server)."""
+        return sorted(self.serve_for(0).stubs())
+
+    def close(self) -> None:
+        """Kill the current server, if any is still running."""
+        serve, self.serve = self.serve, None
+        if serve is not None and serve.process is not None and serve.process.poll() is None:
+            serve.kill_all()
+
+
+def kill_each_stub(lineage: Lineage, examples: Sequence, workers: int = 3) -> list[dict]:
     """SIGKILL every Python-backend stub in turn (waiting for each heal)."""
-    return [stub_fault(serve, examples, name, workers=workers) for name in sorted(serve.stubs())]
+    return [
+        stub_fault(lineage.serve_for(1), examples, name, workers=workers)
+        for name in lineage.stub_names()
+    ]
 
 
 def _stop_under_load(
@@ -237,6 +284,8 @@ def _stop_under_load(
         "stop_s": stop.seconds,
         "shm_regions_left": stop.shm_regions_left,
         "processes_left": stop.processes_left,
+        "left_behind": list(stop.left),
+        "left_behind_gone_after_s": stop.processes_gone_after_s,
         "in_flight_at_stop": len(in_flight),
         "in_flight_at_stop_answered": sum(o.kind == "ok" for o in in_flight),
         "callers": summarize(retrying + bare),
@@ -275,7 +324,8 @@ def launcher_sigkill(serve: ServeProcess, bound_s: float = ORPHAN_BOUND_S) -> di
     the ports (the launcher ties their lives to its own), not live on as orphans."""
     assert serve.process is not None
     serve.track_now()
-    triton, stubs = serve.triton_pid(), list(serve.stubs().values())
+    triton = serve.triton_pid()
+    procs = {p: start_time(p) for p in [triton, *serve.stubs().values()] if p}
     ports = {k: v for k, v in serve.ports.items() if k != "health"}
     at = time.monotonic()
     serve.process.kill()
@@ -284,18 +334,18 @@ def launcher_sigkill(serve: ServeProcess, bound_s: float = ORPHAN_BOUND_S) -> di
     deadline = at + max(15.0, bound_s * 3)
     while time.monotonic() < deadline and (gone_at is None or free_at is None):
         now = time.monotonic()
-        if gone_at is None and not any(alive(p) for p in [triton, *stubs] if p):
+        if gone_at is None and not any(same_alive(p, t) for p, t in procs.items()):
             gone_at = now
         if free_at is None and not any(port_listening(p) for p in ports.values()):
             free_at = now
         time.sleep(0.05)
-    left = [p for p in [triton, *stubs] if p and alive(p)]
+    left = [p for p, t in procs.items() if same_alive(p, t)]
     listening = sorted(k for k, p in ports.items() if port_listening(p))
     regions, _ = serve.leftovers()
     serve.cleanup()  # whatever survived: we remove it, after counting
     out = {
         "triton_pid": triton,
-        "stubs": len(stubs),
+        "stubs": len(procs) - 1,
         "processes_gone_after_s": _rounded(gone_at - at if gone_at else None),
         "ports_free_after_s": _rounded(free_at - at if free_at else None),
         "processes_left": len(left),
@@ -312,7 +362,7 @@ def launcher_sigkill(serve: ServeProcess, bound_s: float = ORPHAN_BOUND_S) -> di
 
 
 def web_during_restart(
-    serve: ServeProcess, examples: Sequence, folder: Path, instance: str = "text_encoder_0_0"
+    serve: ServeProcess, examples: Sequence, instance: str = "text_encoder_0_0"
 ) -> dict:
     """The web page (real HTTP through its API) while `mmtriton serve` heals a SIGKILLed stub:
     friendly errors during the gap, answers again by itself once the server is back."""
@@ -322,7 +372,7 @@ def web_during_restart(
     from mmtriton_client.web.app import WebSettings, launch
 
     ex = next(e for e in examples if e.text)
-    settings = WebSettings(triton_url=serve.grpc_url, n_examples=0, examples_dir=folder)
+    settings = WebSettings(triton_url=serve.grpc_url, n_examples=0)
     page = launch(host="127.0.0.1", port=free_port(), block=False, settings=settings)
     answers: list[tuple[float, float, str]] = []  # (sent, answered, label or error kind)
     stop = threading.Event()
@@ -389,20 +439,22 @@ def run_heal_faults(
 ) -> dict:
     """Serve lineage A: every stub killed in turn, a stub SIGSTOPped, tritonserver SIGKILLed,
     the web page across a heal, then SIGTERM right after a stub death."""
-    serve = ServeProcess(repository, log_dir).start()
+    lineage = Lineage(repository, log_dir)
     out: dict = {}
     try:
         if every_stub:
-            out["stub_kill"] = kill_each_stub(serve, examples)
+            out["stub_kill"] = kill_each_stub(lineage, examples)
         else:
-            out["stub_kill"] = [stub_fault(serve, examples, "image_encoder_0_0")]
-        out["stub_stop"] = stub_fault(serve, examples, "image_encoder_0_0", signal.SIGSTOP)
-        out["triton_kill"] = stub_fault(serve, examples, "tritonserver")
-        out["web_during_restart"] = web_during_restart(serve, examples, log_dir / "web")
-        out["stop_after_stub_death"] = stop_after_stub_death(serve, examples)
+            out["stub_kill"] = [stub_fault(lineage.serve_for(1), examples, "image_encoder_0_0")]
+        out["stub_stop"] = stub_fault(
+            lineage.serve_for(1), examples, "image_encoder_0_0", signal.SIGSTOP
+        )
+        out["triton_kill"] = stub_fault(lineage.serve_for(1), examples, "tritonserver")
+        out["web_during_restart"] = web_during_restart(lineage.serve_for(1), examples)
+        out["stop_after_stub_death"] = stop_after_stub_death(lineage.serve_for(1), examples)
+        out["servers_started"] = lineage.started
     finally:
-        if serve.process is not None and serve.process.poll() is None:
-            serve.kill_all()
+        lineage.close()
     return out
 
 

@@ -28,6 +28,7 @@ from mmtriton.server.process import free_port, mapped_regions, server_environmen
 from mmtriton.server.procs import children, read_proc, stub_instances
 
 TRITON_COMM = "tritonserver"
+LINGER_WAIT_S = 20.0
 # The launcher's last words on a stop (mmtriton.server.launcher.stop_supervised).
 TRITON_EXIT = re.compile(
     r"tritonserver exited with code (\S+)|did not exit cleanly \(code (\S+?)\)"
@@ -45,6 +46,10 @@ class StopResult:
     triton_exit: str | None
     shm_regions_left: int  # regions this server mapped that still exist after it exited
     processes_left: int  # tritonserver or stubs of this server still alive after it exited
+    left: tuple[str, ...] = ()  # what they were (region paths, "pid comm state")
+    # Seconds until the processes left went away by themselves (None: not within
+    # LINGER_WAIT_S, then killed by the harness; 0: none was left).
+    processes_gone_after_s: float | None = 0.0
 
     def clean(self, bound_s: float) -> bool:
         """Exit 0 within `bound_s`, nothing left behind."""
@@ -83,6 +88,37 @@ def alive(pid: int) -> bool:
     return proc is not None and proc.state != "Z"
 
 
+def describe(pid: int) -> str:
+    """What a process left behind is: pid, name (a stub's instance), state, parent, age."""
+    proc = read_proc(pid)
+    if proc is None:
+        return f"{pid} gone"
+    stub = proc.comm.startswith("triton_python") and len(proc.cmdline) > 8
+    name = proc.cmdline[8] if stub else proc.comm
+    ticks = start_time(pid)
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    age = f"{uptime - ticks / _TICKS:.1f} s old" if ticks is not None else "age ?"
+    return f"{pid} {name} {proc.state} ppid {proc.ppid} {age}"
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot): with the pid, names one process for good
+    (a pid alone is reused by the next process on a busy machine)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def same_alive(pid: int, started: int | None) -> bool:
+    """`pid` is still the process that started at `started`, and not a zombie."""
+    return started is not None and alive(pid) and start_time(pid) == started
+
+
 @dataclass
 class ServeProcess:
     """`python -m mmtriton.cli serve` on free loopback ports."""
@@ -94,9 +130,9 @@ class ServeProcess:
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
-    # Every tritonserver pid, stub pid and shm region seen (restarts add to them).
-    triton_pids: set[int] = field(default_factory=set)
-    stub_pids: set[int] = field(default_factory=set)
+    # Every tritonserver and stub seen ({pid: start time}) and shm region (restarts add).
+    triton_pids: dict[int, int | None] = field(default_factory=dict)
+    stub_pids: dict[int, int | None] = field(default_factory=dict)
     regions: set[Path] = field(default_factory=set)
     _stop_tracking: threading.Event = field(default_factory=threading.Event)
     _tracker: threading.Thread | None = None
@@ -235,10 +271,10 @@ class ServeProcess:
         pid = self.triton_pid()
         if pid is None:
             return
-        self.triton_pids.add(pid)
+        self.triton_pids.setdefault(pid, start_time(pid))
         self.regions |= mapped_regions(pid)
         for stub in stub_instances(pid).values():
-            self.stub_pids.add(stub)
+            self.stub_pids.setdefault(stub, start_time(stub))
             self.regions |= mapped_regions(stub)
 
     def _track(self) -> None:
@@ -250,8 +286,12 @@ class ServeProcess:
     def leftovers(self) -> tuple[list[Path], list[int]]:
         """(regions, pids) of this server that still exist."""
         regions = sorted(r for r in self.regions if r.exists())
-        pids = sorted(p for p in self.triton_pids | self.stub_pids if alive(p))
-        return regions, pids
+        return regions, self.alive_pids()
+
+    def alive_pids(self) -> list[int]:
+        """The tritonservers and stubs of this server still running (never a reused pid)."""
+        seen = {**self.triton_pids, **self.stub_pids}
+        return sorted(p for p, started in seen.items() if same_alive(p, started))
 
     def stop(self, sig: int = signal.SIGTERM, bound_s: float = 60.0) -> StopResult:
         """Send `sig` to the launcher and time its exit; SIGKILL everything after `bound_s`.
@@ -273,8 +313,22 @@ class ServeProcess:
             self.kill_all()
         time.sleep(0.2)  # let children the launcher killed disappear from /proc
         regions, pids = self.leftovers()
+        left = tuple(str(r) for r in regions) + tuple(describe(p) for p in pids)
+        # Orphans may still go away by themselves (a stub notices its parent is gone): how long?
+        linger = time.monotonic()
+        while self.alive_pids() and time.monotonic() - linger < LINGER_WAIT_S:
+            time.sleep(0.1)
+        lingered = None if self.alive_pids() else round(time.monotonic() - linger, 2)
         self.cleanup()
-        return StopResult(code, round(seconds, 2), self.triton_exit(), len(regions), len(pids))
+        return StopResult(
+            code,
+            round(seconds, 2),
+            self.triton_exit(),
+            len(regions),
+            len(pids),
+            left,
+            lingered if pids else 0.0,
+        )
 
     def triton_exit(self) -> str | None:
         """tritonserver's exit code as the launcher printed it at its last stop."""
@@ -292,10 +346,9 @@ class ServeProcess:
     def cleanup(self) -> None:
         """Kill what is left of this server and remove its shared-memory regions."""
         self._stop_tracking.set()
-        for pid in self.triton_pids | self.stub_pids:
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        for pid in self.alive_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for region in self.regions:
             region.unlink(missing_ok=True)
 
