@@ -53,6 +53,7 @@ def short_summary(summary: dict) -> dict:
                 for c in p["containers"]
             ],
             "ready_history": p["ready_history"],
+            "shm_left": {k: len(v) for k, v in p.get("shm_left", {}).items()},
             "stop": [
                 {
                     k: s[k]

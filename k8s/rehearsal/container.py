@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -128,6 +129,17 @@ class ContainerProcess:
                     tree.add(pid)
                     grew = True
         return tree | marked
+
+    def shm_regions(self) -> set[str]:
+        """Files under /dev/shm that the container's processes have mapped right now."""
+        regions: set[str] = set()
+        for pid in self.pids():
+            try:
+                maps = Path(f"/proc/{pid}/maps").read_text()
+            except OSError:
+                continue
+            regions |= set(re.findall(r"(/dev/shm/\S+)", maps))
+        return regions
 
     def signal_main(self, sig: int) -> None:
         """Send a signal to PID 1 only (the runtime's stop signal goes there)."""

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .container import START_ERROR_EXIT, ContainerProcess, StartError
 from .events import Events
@@ -76,6 +77,8 @@ class ContainerRunner:
         self.kill_request: tuple[str, float] | None = None
         self.terminations: list[Termination] = []
         self.probe_log: list[dict] = []
+        # generation -> /dev/shm files its processes mapped (checked for leaks at pod stop)
+        self.shm_seen: dict[int, set[str]] = {}
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, name=self.where, daemon=True)
 
@@ -141,7 +144,11 @@ class ContainerRunner:
             self.pod.events(self.where, f"restarting (restartCount={self.restarts})")
 
     def _supervise(self, inst: ContainerProcess) -> None:
+        next_sample = 0.0
         while True:
+            if time.monotonic() >= next_sample:  # what this instance keeps in /dev/shm
+                self.shm_seen.setdefault(self.generation, set()).update(inst.shm_regions())
+                next_sample = time.monotonic() + 2.0
             code = inst.exit_code()
             if code is not None:
                 reason = "Completed" if code == 0 else "Error"
@@ -173,6 +180,7 @@ class ContainerRunner:
         SIGKILL of every process when the rest of the grace period runs out."""
         t0 = time.monotonic()
         pre = None
+        self.shm_seen.setdefault(self.generation, set()).update(inst.shm_regions())
         if self.plan.pre_stop and inst.running():
             self.pod.events(self.where, "running preStop hook")
             done = threading.Event()
@@ -271,6 +279,7 @@ class PodRunner:
         self.containers: list[ContainerRunner] = []
         self.init_results: list[dict] = []
         self.stopped_at: dict | None = None
+        self.shm_left: dict[str, list[str]] = {}
         self.ready_history: list[tuple[float, bool]] = []
         self.scheduled_at = time.monotonic()
         self._ready = False
@@ -418,7 +427,32 @@ class PodRunner:
         for c in self.containers:
             c.thread.join(5)
             c._set_ready(False, "pod stopped")
+        self.shm_left = self._shm_leftovers()
         return results
+
+    def _shm_leftovers(self) -> dict[str, list[str]]:
+        """/dev/shm files the containers mapped that still exist once they are gone: by the
+        last instance (stopped gracefully) or by earlier ones (killed). They are removed then,
+        as deleting the pod deletes its /dev/shm emptyDir (here the host's /dev/shm)."""
+        last: set[str] = set()
+        killed: set[str] = set()
+        for c in self.containers:
+            for gen, regions in c.shm_seen.items():
+                (last if gen == c.generation else killed).update(regions)
+        left = {
+            "after_graceful_stop": sorted(r for r in last if Path(r).exists()),
+            "from_killed_instances": sorted(r for r in killed - last if Path(r).exists()),
+        }
+        for group, regions in left.items():
+            if regions:
+                self.events(
+                    self.where,
+                    f"/dev/shm left {group.replace('_', ' ')}: "
+                    f"{len(regions)} region(s); removed with the pod",
+                )
+            for r in regions:
+                Path(r).unlink(missing_ok=True)
+        return left
 
 
 __all__ = ["ContainerRunner", "PodRunner", "Termination", "run_check"]

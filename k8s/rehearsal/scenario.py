@@ -634,11 +634,13 @@ def _pod_summary(r: PodRunner, stopped: list[dict]) -> dict:
                 "restarts": c.restarts,
                 "probes": {k: s.describe() for k, s in c.plan.probes.items()},
                 "probe_failures": sum(1 for p in c.probe_log if not p["ok"]),
+                "shm_regions_mapped": len(set().union(*c.shm_seen.values())),
                 "terminations": [t.__dict__ for t in c.terminations],
             }
             for c in r.containers
         ],
         "ready_history": r.ready_history,
         "stop": stopped,
+        "shm_left": r.shm_left,
         "not_enforced": r.plan.not_enforced,
     }

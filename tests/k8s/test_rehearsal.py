@@ -122,25 +122,34 @@ def test_web_page_answers_through_its_service_which_reaches_triton_through_its_s
     assert cpu_run["services"]["mmtriton-web:7860"]["forwarded"] >= 1
 
 
-def test_cpu_pod_stops_gracefully_within_its_grace_period(cpu_run):
+def test_cpu_pod_stops_gracefully_in_its_grace_period_leaving_no_shm_region(cpu_run):
     pod = _triton(cpu_run)
     [stop] = [s for s in pod["stop"] if s["container"] == "triton"]
     grace = _grace("cpu")
     assert not stop["escalated_to_sigkill"], stop
     assert stop["exit_code"] == 0, stop
     assert stop["seconds"] < grace, stop
-    if stop["pre_stop"] is not None:
-        assert stop["pre_stop"].startswith("exit 0"), stop
+    if _triton_container("cpu").get("lifecycle", {}).get("preStop"):
+        assert stop["pre_stop"] is not None and stop["pre_stop"].startswith("exit 0"), stop
+    # Nothing of the last instance is left in /dev/shm (the Python backend's regions).
+    [container] = [c for c in pod["containers"] if c["name"] == "triton"]
+    assert container["shm_regions_mapped"] > 0
+    assert pod["shm_left"]["after_graceful_stop"] == [], pod["shm_left"]
+
+
+def _triton_container(overlay: str) -> dict:
+    """The Triton container as rendered."""
+    for obj in render(ROOT / "k8s" / "overlays" / overlay).of_kind("Deployment"):
+        if obj["metadata"]["name"] == "triton":
+            containers = obj["spec"]["template"]["spec"]["containers"]
+            return next(c for c in containers if c["name"] == "triton")
+    raise AssertionError("no triton Deployment")
 
 
 def _triton_probe(overlay: str, kind: str) -> dict:
     """The Triton container's probe as rendered, with Kubernetes' defaults filled in."""
-    for obj in render(ROOT / "k8s" / "overlays" / overlay).of_kind("Deployment"):
-        if obj["metadata"]["name"] == "triton":
-            containers = obj["spec"]["template"]["spec"]["containers"]
-            probe = next(c for c in containers if c["name"] == "triton")[kind]
-            return {"periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3, **probe}
-    raise AssertionError("no triton Deployment")
+    probe = _triton_container(overlay)[kind]
+    return {"periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3, **probe}
 
 
 def _grace(overlay: str) -> float:
