@@ -476,11 +476,15 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
                     else f"NOT Ready within {budget:.0f} s",
                 )
 
-        if opts.expect == "gpu-missing":
+        summary["failed_config"] = failed_config
+        if failed_config:  # a pod that cannot even be created fails either expectation
+            summary.update(
+                ok=False, outcome="; ".join(f"{k}: {v}" for k, v in failed_config.items())
+            )
+        elif opts.expect == "gpu-missing":
             summary.update(_check_gpu_missing(long_running))
         else:
             summary.update(_check_ready(long_running, node, opts, events))
-        summary["failed_config"] = failed_config
     except Exception as exc:  # the summary still says what happened
         events("rehearsal", f"error: {type(exc).__name__}: {exc}")
         summary["error"] = f"{type(exc).__name__}: {exc}"

@@ -336,3 +336,87 @@ def test_stop_runs_prestop_then_sigterm_then_sigkill_after_grace(tmp_path):
     assert marker.exists()
     assert stopped["escalated_to_sigkill"] and stopped["exit_code"] == 137
     assert 1.5 <= took < 6
+
+
+# -- whole pods from small manifests (no server needed) -----------------------------------------
+def _deployment(init: list[dict], main: dict) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "demo", "namespace": "demo"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "demo"}},
+            "template": {
+                "metadata": {"labels": {"app": "demo"}},
+                "spec": {
+                    "initContainers": init,
+                    "containers": [main],
+                    "terminationGracePeriodSeconds": 2,
+                },
+            },
+        },
+    }
+
+
+def _play(tmp_path: Path, objects: list[dict]) -> tuple[int, dict]:
+    import json
+
+    import yaml
+
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(objects))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "k8s.rehearsal",
+            "--rendered",
+            str(rendered),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--json",
+            str(tmp_path / "summary.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, json.loads((tmp_path / "summary.json").read_text())
+
+
+IMAGE = "registry.example.com/mmtriton/triton:0.1.0"
+
+
+def test_failing_init_container_stops_the_pod_and_reports_its_last_stderr_line(tmp_path):
+    init = [
+        {"name": "first", "image": IMAGE, "args": ["sh", "-c", "echo staged"]},
+        {
+            "name": "second",
+            "image": IMAGE,
+            "args": ["sh", "-c", "echo working; echo 'error: no disk named $(DISK)' >&2; exit 3"],
+            "env": [{"name": "DISK", "value": "vdb"}],
+        },
+        {"name": "never", "image": IMAGE, "args": ["sh", "-c", "touch /never"]},
+    ]
+    main = {"name": "app", "image": IMAGE, "args": ["sleep", "30"]}
+    code, summary = _play(tmp_path, [_deployment(init, main)])
+    [pod] = summary["pods"]
+    assert code == 1 and not summary["ok"]
+    assert [i["name"] for i in pod["init_containers"]] == ["first", "second"]
+    assert pod["stopped_at"]["container"] == "second" and pod["stopped_at"]["exit_code"] == 3
+    assert pod["stopped_at"]["message"] == "error: no disk named vdb"  # $(DISK) expanded
+    assert pod["containers"] == []  # the main container never started
+
+
+def test_missing_configmap_is_a_create_container_config_error(tmp_path):
+    main = {
+        "name": "app",
+        "image": IMAGE,
+        "args": ["sleep", "30"],
+        "envFrom": [{"configMapRef": {"name": "settings"}}],
+    }
+    code, summary = _play(tmp_path, [_deployment([], main)])
+    assert code == 1 and not summary["ok"]
+    assert "CreateContainerConfigError: configMapRef 'settings' not found" in summary["outcome"]
