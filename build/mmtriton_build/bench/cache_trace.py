@@ -13,7 +13,9 @@ machine's load hits every configuration alike), each window a closed loop at one
 
 The report gives, per configuration, the median over the repeats of the throughput and of
 the latency percentiles, with their spread (min-max), the median of the paired ratios to the
-default in the same round (adjacent windows), and the image encoder's hit ratio.
+default in the same round (adjacent windows), the CPU time tritonserver and its stubs spent
+per request (which other jobs on the machine hardly change), and the image encoder's hit
+ratio.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from mmtriton import spec
 from mmtriton.server.flags import DEFAULT_TRACE_RATE, OTLP_ENDPOINT_ENV
 from mmtriton.server.process import TritonProcess, start_on_free_ports
 from mmtriton_client.client import Sample
 
 from ..examples import load_examples
 from .load import measure, warm_up
+from .server import _children
 
 GALLERY_IMAGES = 8  # distinct images the workload repeats
 SAMPLES_PER_WINDOW = 4000  # more requests than a window sends: no text ever repeats
@@ -101,15 +105,19 @@ def gallery_workload(root: Path, window: int) -> list[Sample]:
     ]
 
 
-def _cache_counts(url: str, model: str = "image_encoder") -> tuple[int, int]:
+def _counts(url: str) -> tuple[int, int, int]:
+    """(image_encoder cache hits, its misses, ensemble requests answered) so far."""
     import tritonclient.grpc as grpcclient
 
     with grpcclient.InferenceServerClient(url) as client:
-        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    infer = stats["inference_stats"]
+        image = client.get_inference_statistics("image_encoder", as_json=True)["model_stats"][0]
+        ensemble = client.get_inference_statistics(spec.ENSEMBLE.name, as_json=True)
+    infer = image["inference_stats"]
+    answered = ensemble["model_stats"][0]["inference_stats"].get("success", {})
     return (
         int(infer.get("cache_hit", {}).get("count", 0)),
         int(infer.get("cache_miss", {}).get("count", 0)),
+        int(answered.get("count", 0)),
     )
 
 
@@ -123,6 +131,25 @@ def start(config: Config, repo: Path, log_dir: Path, sink: SpanSink) -> TritonPr
         return start_on_free_ports(repo, log_dir, **overrides)
     finally:
         os.environ.pop(OTLP_ENDPOINT_ENV, None)
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by tritonserver and its stubs.
+
+    Per request, this is the cost of a configuration that other jobs on a shared machine do
+    not blur the way they blur throughput.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    tree, todo, total = _children(), [pid], 0
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        todo.extend(tree.get(p, []))
+    return total / tick
 
 
 def _spread(values: list[float]) -> str:
@@ -139,6 +166,8 @@ def summarise(windows: dict[str, list[dict]]) -> list[dict]:
         for key in ("p50_ms", "p99_ms"):
             values = [w[key] for w in ws]
             row[key], row[f"{key}_spread"] = statistics.median(values), _spread(values)
+        cpu = [w["cpu_ms_per_request"] for w in ws]
+        row["cpu_ms"], row["cpu_ms_spread"] = statistics.median(cpu), _spread(cpu)
         hits, misses = sum(w["hits"] for w in ws), sum(w["misses"] for w in ws)
         row["image_hit_ratio"] = hits / (hits + misses) if hits + misses else None
         row["errors"] = sum(w["errors"] for w in ws)
@@ -167,7 +196,7 @@ def format_report(rows: list[dict], concurrency: int, window_s: float) -> str:
         "per configuration; medians (min-max)",
         "",
         f"{'configuration':<36} {'req/s':>16} {'vs default (paired)':>21} {'p50 ms':>16} "
-        f"{'p99 ms':>18} {'image hits':>10} {'errors':>6}",
+        f"{'p99 ms':>18} {'server CPU ms/req':>20} {'image hits':>10} {'errors':>6}",
     ]
     for r in rows:
         ratio = "-" if r["image_hit_ratio"] is None else f"{r['image_hit_ratio']:.0%}"
@@ -175,7 +204,8 @@ def format_report(rows: list[dict], concurrency: int, window_s: float) -> str:
             f"{r['config']:<36} {r['rps']:6.1f} ({r['rps_spread']:>8}) "
             f"{r['vs_default_pct']:>+6.1f}% ({r['vs_default_spread']:>11}) "
             f"{r['p50_ms']:6.1f} ({r['p50_ms_spread']:>8}) "
-            f"{r['p99_ms']:7.1f} ({r['p99_ms_spread']:>9}) {ratio:>10} {r['errors']:>6}"
+            f"{r['p99_ms']:7.1f} ({r['p99_ms_spread']:>9}) "
+            f"{r['cpu_ms']:6.1f} ({r['cpu_ms_spread']:>11}) {ratio:>10} {r['errors']:>6}"
         )
     return "\n".join(lines)
 
@@ -201,9 +231,12 @@ def run_cache_trace(args: argparse.Namespace, root: Path, repo: Path, log) -> in
             for c in configs:
                 url = servers[c.name].grpc_url
                 samples = gallery_workload(root, r * len(configs) + configs.index(c))
-                hits0, misses0 = _cache_counts(url)
+                pid = servers[c.name].process.pid
+                hits0, misses0, answered0 = _counts(url)
+                cpu0 = server_cpu_s(pid)
                 point = measure(url, samples, concurrency, warmup_s, window_s, c.name)
-                hits1, misses1 = _cache_counts(url)
+                cpu1 = server_cpu_s(pid)
+                hits1, misses1, answered1 = _counts(url)
                 windows[c.name].append(
                     {
                         "rps": point.rps,
@@ -212,6 +245,8 @@ def run_cache_trace(args: argparse.Namespace, root: Path, repo: Path, log) -> in
                         "errors": point.errors,
                         "hits": hits1 - hits0,
                         "misses": misses1 - misses0,
+                        # Warm-up and window alike: every request answered meanwhile.
+                        "cpu_ms_per_request": 1000 * (cpu1 - cpu0) / max(answered1 - answered0, 1),
                     }
                 )
                 log(f"  window {r + 1}/{repeats} {c.name}: {point.rps:.1f} req/s")
