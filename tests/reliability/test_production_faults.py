@@ -63,16 +63,31 @@ def test_1000_idle_grpc_connections_leave_normal_load_success_and_p99_unchanged(
     assert result["not_ready_samples"] == 0
 
 
-def test_clients_disconnecting_mid_request_leak_nothing(serve, few):
-    result = client_disconnects(serve, few, n=60)
-    assert result["cancelled_calls"]["cancelled"] > 0, result  # really mid-request
-    assert result["closed_channels"]["closed"] > 0, result
-    assert result["settled_after_s"] is not None, result  # pending and in-flight back to 0
-    assert result["pending_after"] == 0 and result["drain_in_flight_after"] == 0, result
-    assert result["next_request_correct"]
+@pytest.mark.xfail(
+    strict=True,
+    reason="Triton 2.51 (24.10) segfaults (SIGSEGV in TRITONBACKEND_ResponseSend, from the "
+    "Python backend) after some tens of gRPC cancellations; upstream gRPC cancellation "
+    "crashes: triton-inference-server/server#7368, fixed in 24.12. mmtriton serve heals it "
+    "in ~5-8 s, but callers lose what was in flight and orphaned stubs stay behind.",
+)
+def test_clients_disconnecting_mid_request_leak_nothing(tmp_path, few):
+    serve = ServeProcess(require_repository(), tmp_path).start()
+    try:
+        result = client_disconnects(serve, few, n=40)
+    finally:
+        serve.kill_all()
+    shown = {k: v for k, v in result.items() if k != "load_after"}
+    assert result["cancelled_calls"]["cancelled"] > 0, shown  # really mid-request
+    assert result["closed_channels"]["closed"] > 0, shown
+    assert result["tritonserver_crashes"] == 0, shown
+    assert result["settled_after_s"] is not None, shown  # pending and in-flight back to 0
+    assert result["pending_after"] == 0 and result["drain_in_flight_after"] == 0, shown
+    assert result["next_request_correct"], shown
     assert lost(result["load_after"]) == 0, result["load_after"]["errors"]
-    assert result["not_ready_samples"] == 0, result
-    assert result["same_tritonserver"] and result["restarts"][0] == result["restarts"][1]
+    assert result["not_ready_samples"] == 0, shown
+    assert result["same_tritonserver"] and result["restarts"][0] == result["restarts"][1], shown
+    stop = result["stop_after"]
+    assert stop["exit_code"] == 0 and stop["triton_exit"] == "0", shown  # drained, not killed
 
 
 def test_sigterm_under_load_answers_what_was_in_flight_and_exits_0(serve, few):

@@ -27,7 +27,7 @@ from mmtriton.server.supervisor import SupervisorPolicy
 from mmtriton_client.client import AsyncMultimodalClient, RetryPolicy
 
 from .load import Outcome, closed_loop, mixed_caller, summarize
-from .serve import ServeProcess, port_listening, same_alive, start_time
+from .serve import ServeProcess, describe, port_listening, same_alive, start_time
 
 BARE = RetryPolicy(attempts=1)
 # During a stop nothing comes back: a short policy so callers give up quickly.
@@ -170,8 +170,11 @@ def stub_fault(
 
         def fault():
             serve.track_now()
-            pid = serve.triton_pid() if instance == "tritonserver" else serve.stubs()[instance]
+            stubs = serve.stubs()
+            pid = serve.triton_pid() if instance == "tritonserver" else stubs[instance]
             started = start_time(pid)
+            # The broken server's other processes must go with it (not live on as orphans).
+            siblings = {p: start_time(p) for p in stubs.values() if p != pid}
             marks["at"] = time.monotonic()
             os.kill(pid, sig)
             down = watch.wait_for(False, marks["at"], timeout_s)
@@ -183,6 +186,12 @@ def stub_fault(
                     time.sleep(0.05)
                 serve.track_now()
             marks["signalled_left_alive"] = same_alive(pid, started)
+            deadline = time.monotonic() + (ORPHAN_BOUND_S if marks["up"] else 0)
+            while any(same_alive(p, t) for p, t in siblings.items()):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            marks["orphans"] = [describe(p) for p, t in siblings.items() if same_alive(p, t)]
 
         retrying, bare, _ = asyncio.run(
             _with_load(
@@ -204,6 +213,7 @@ def stub_fault(
         "restarts": [before.get("restarts"), after.get("restarts")],
         "heal_reason": (after.get("last_heal") or {}).get("reason"),
         "signalled_process_left_alive": marks["signalled_left_alive"],
+        "old_stubs_left_alive": marks["orphans"],
         "retrying_callers": callers,
         # A retrying caller that finally gave up (UNAVAILABLE after its budget) lost it too.
         "retrying_lost": lost(callers) + callers["rejected"],
@@ -216,6 +226,7 @@ def stub_fault(
         and out["back_after_s"] < HEAL_BOUND_S
         and out["retrying_lost"] == 0
         and not out["signalled_process_left_alive"]
+        and not out["old_stubs_left_alive"]
     )
     return out
 

@@ -9,6 +9,7 @@ port's /ready and "nothing leaks" covers Triton's pending count, the drain's in-
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import resource
 import statistics
@@ -318,12 +319,19 @@ def _settle(metrics_url: str, timeout_s: float) -> tuple[float | None, float, fl
 
 
 def client_disconnects(
-    serve: ServeProcess, examples: Sequence, n: int = 200, seed: int = 0, batch: int = 20
+    serve: ServeProcess,
+    examples: Sequence,
+    n: int = 200,
+    seed: int = 0,
+    batch: int = 20,
+    stop_after: bool = True,
 ) -> dict:
     """Clients that go away mid-request, `n` times each way (cancel the call; close the
     channel), `batch` at a time: the server must keep serving with nothing left pending,
     readiness true throughout and no heal. When tritonserver dies instead, the figures say
-    after how many disconnects and how the supervisor healed it (the run goes on)."""
+    after how many disconnects and how the supervisor healed it (the run goes on). Then
+    (`stop_after`) SIGTERM: the server must still stop cleanly, tritonserver drained (exit 0).
+    """
     rng = random.Random(seed)
     full = [e for e in examples if e.image and e.text and e.audio]
     first_pid = pid = serve.triton_pid()
@@ -363,6 +371,7 @@ def client_disconnects(
             next_ok = client.predict(Sample(image=ex.image, text=ex.text, audio=ex.audio))
         after = _normal_load(serve.grpc_url, examples, 3.0)
     rss_after = tree_rss(pid) if pid else 0
+    stop = serve.stop() if stop_after else None  # can a server that took them still stop?
     out = {
         "disconnects_per_way": n,
         "cancelled_calls": counts["cancel"],
@@ -378,9 +387,11 @@ def client_disconnects(
         "restarts": [restarts_before, serve.status().get("restarts")],
         "same_tritonserver": serve.triton_pid() == first_pid,
         "rss_mb_delta": None if crashes else round((rss_after - rss_before) / 2**20, 1),
+        "stop_after": None if stop is None else dataclasses.asdict(stop),
     }
     out["survived"] = bool(
         not crashes
+        and (stop is None or (stop.clean(30.0) and stop.triton_exit == "0"))
         and settled_s is not None
         and out["next_request_correct"]
         and _ok(after)
@@ -391,8 +402,8 @@ def client_disconnects(
 
 
 def run_production_faults(repository: Path, log_dir: Path, examples: Sequence, quick: bool) -> dict:
-    """Serve lineage B: Prometheus down, idle connections, disconnects, then SIGTERM under
-    load; lineage C: SIGKILL of the launcher."""
+    """One server for Prometheus down, idle connections, then SIGTERM under load; one for
+    disconnecting clients (and its stop afterwards); one for SIGKILL of the launcher."""
     from .faults import launcher_sigkill, stop_under_load
 
     out: dict = {}
@@ -400,11 +411,15 @@ def run_production_faults(repository: Path, log_dir: Path, examples: Sequence, q
     try:
         out["prometheus_down"] = prometheus_down(serve, examples, 3.0 if quick else 6.0)
         out["idle_connections"] = idle_connections(serve, examples, 1000, 4.0 if quick else 8.0)
-        out["client_disconnects"] = client_disconnects(serve, examples, 60 if quick else 200)
         out["stop_under_load"] = stop_under_load(serve, examples)
     finally:
-        if serve.process is not None and serve.process.poll() is None:
-            serve.kill_all()
+        serve.kill_all()
+    # Its own server: what disconnects leave behind must not spill into the other figures.
+    serve = ServeProcess(repository, log_dir).start()
+    try:
+        out["client_disconnects"] = client_disconnects(serve, examples, 60 if quick else 200)
+    finally:
+        serve.kill_all()
     serve = ServeProcess(repository, log_dir).start()
     try:
         out["launcher_sigkill"] = launcher_sigkill(serve)

@@ -28,7 +28,7 @@ from mmtriton.server.process import free_port, mapped_regions, server_environmen
 from mmtriton.server.procs import children, read_proc, stub_instances
 
 TRITON_COMM = "tritonserver"
-LINGER_WAIT_S = 20.0
+LINGER_WAIT_S = 10.0
 # The launcher's last words on a stop (mmtriton.server.launcher.stop_supervised).
 TRITON_EXIT = re.compile(
     r"tritonserver exited with code (\S+)|did not exit cleanly \(code (\S+?)\)"
