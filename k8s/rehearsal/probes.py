@@ -5,6 +5,7 @@ threshold state machine that turns check results into Ready/Started/kill decisio
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 import subprocess
@@ -91,15 +92,34 @@ def http_get(port: int, handler: Mapping, timeout_s: float, host: str = "127.0.0
     try:
         conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
-        body = resp.read(200).decode(errors="replace").strip().replace("\n", " ")
         ok = 200 <= resp.status < 400
-        return Result(ok, f"HTTP {resp.status}" + (f" {body}" if body and not ok else ""))
+        return Result(ok, f"HTTP {resp.status}" + _why(resp.read(8192), ok))
     except TimeoutError:
         return Result(False, f"timeout after {timeout_s:g}s")
     except OSError as exc:
         return Result(False, f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
+
+
+def _why(body: bytes, ok: bool) -> str:
+    """What an answer says: a JSON body's "state"/"reason" (and the reason of its "last_heal",
+    as `mmtriton serve`'s health endpoint reports it), else the start of a failing body."""
+    text = body.decode(errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return "" if ok or not text else f" {text[:200]}".replace("\n", " ")
+    heal = data.get("last_heal")
+    since = (
+        f" (last heal: {heal['reason']})" if isinstance(heal, dict) and heal.get("reason") else ""
+    )
+    if ok or not data.get("reason"):
+        return since
+    state = f"{data['state']}: " if data.get("state") else ""
+    return f" {state}{data['reason']}{since}"[:300]
 
 
 def tcp_socket(port: int, timeout_s: float, host: str = "127.0.0.1") -> Result:

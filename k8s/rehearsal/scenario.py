@@ -279,7 +279,13 @@ def kill_stub_and_watch(pod: PodRunner, events: Events, timeout_s: float = 60.0)
         "pid": pid,
         "endpoint_unready_after_s": None if first_fail is None else round(first_fail - t_kill, 2),
         "endpoint_ready_again_after_s": None if healed is None else round(healed - t_kill, 2),
-        "endpoint_named_the_stub": any(name in d for d in failures),
+        # While unready, or in the first answer after it healed ("last heal: ..."); a detail
+        # already seen before the kill (a stale last heal) does not count.
+        "endpoint_named_the_stub": any(
+            name in d
+            for t, _, d in seen
+            if t >= t_kill and d not in {b for u, _, b in seen if u < t_kill}
+        ),
         "endpoint_reasons": list(dict.fromkeys(failures))[:3],
         "readiness_probe_failures": sum(1 for p in kubelet if not p["ok"] and p["t"] >= t_kill),
         "pod_unready_after_s": None if unready is None else round(unready - t_kill, 2),
