@@ -8,7 +8,10 @@ transient:
 - a dead Python-backend stub: Triton 2.51 answers ``INTERNAL`` "Stub process '<instance>' is
   not healthy" until ``mmtriton serve`` notices and restarts tritonserver (healed in ~10 s);
 - ``NOT_FOUND`` "... has no available versions": the model is unloading or loading while the
-  server stops or starts (a model that does not exist says "is not found" and is not retried).
+  server stops or starts (a model that does not exist says "is not found" and is not retried);
+- ``CANCELLED``: a stopping server cancels the calls it still holds (seen when a server is
+  drained and stopped under load). A caller that cancelled its own call is not waiting for a
+  retry, so retrying this status harms nobody.
 
 The default budget (``HEAL_BUDGET_S``) covers a heal: the next answer after a stub death
 comes within it.
@@ -37,7 +40,7 @@ HEAL_BUDGET_S = 20.0
 def is_retryable(status: str, message: str) -> bool:
     """True when a request that failed with this gRPC status name and message may succeed
     if sent again (see the module docstring for the cases)."""
-    if status == "UNAVAILABLE":
+    if status in ("UNAVAILABLE", "CANCELLED"):
         return True
     if status == "INTERNAL":
         return bool(STUB_NOT_HEALTHY.search(message))

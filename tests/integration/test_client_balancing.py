@@ -64,10 +64,19 @@ def successes(server) -> int:
 
 
 def served_shares(servers, send) -> list[int]:
-    """How many of the requests that `send()` makes each server answered."""
+    """How many of the requests that `send()` makes each server answered.
+
+    A server counts a success just after it sends the answer, so the counts are read until
+    they add up to N (or 5 s passed) rather than once, right after the last answer arrived.
+    """
     before = [successes(s) for s in servers]
     send()
-    return [successes(s) - b for s, b in zip(servers, before, strict=True)]
+    deadline = time.monotonic() + 5
+    while True:
+        shares = [successes(s) - b for s, b in zip(servers, before, strict=True)]
+        if sum(shares) >= N or time.monotonic() > deadline:
+            return shares
+        time.sleep(0.1)
 
 
 def send_sync(url: str, policy: str) -> None:

@@ -43,6 +43,7 @@ MMTRITON = Path(sys.executable).with_name("mmtriton")
             "Failed to process the request(s) for model 'x', Stub process is not healthy.",
         ),
         ("NOT_FOUND", "Request for unknown model: 'multimodal' has no available versions"),
+        ("CANCELLED", "CANCELLED"),  # a server stopping under load cancels what it holds
     ],
 )
 def test_transient_failures_are_retried(status, message):
