@@ -42,25 +42,35 @@ BATCH_OUTPUTS: tuple[spec.TensorSpec, ...] = (
 )
 
 
-def _as_bytes(value: Any) -> bytes | None:
-    """A request element as bytes, or None when absent (None or empty)."""
+def element_bytes(modality: str, value: Any) -> bytes | None:
+    """One request element as bytes, or None when absent (None or empty).
+
+    Triton hands BYTES elements over as bytes (or 0-d arrays of them); text may come as str.
+    Anything else is the caller's malformed tensor, refused naming the input.
+    """
     if value is None:
         return None
-    if isinstance(value, np.ndarray):  # a 0-d object / bytes element
+    if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
-    if isinstance(value, str):  # convenient for text given as str
+    if isinstance(value, str):
         value = value.encode("utf-8")
-    if not isinstance(value, bytes):
+    if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
+    if not isinstance(value, bytes):
+        raise InvalidInput(
+            modality,
+            "bad_tensor",
+            f"{spec.RAW_INPUTS[modality].name} must be BYTES, got {type(value).__name__}",
+        )
     return value or None
 
 
-def _column(values: Sequence[Any] | None, n: int, name: str) -> list[bytes | None]:
+def _column(values: Sequence[Any] | None, n: int, modality: str) -> list[bytes | None]:
     if values is None:
         return [None] * n
     if len(values) != n:
-        raise ValueError(f"{name}: {len(values)} elements for a batch of {n}")
-    return [_as_bytes(v) for v in values]
+        raise ValueError(f"{modality}: {len(values)} elements for a batch of {n}")
+    return [element_bytes(modality, v) for v in values]
 
 
 def _close(handles: list[Any]) -> None:
@@ -95,9 +105,9 @@ class Preprocessor:
         Raises InvalidInput (with ``index`` set) for the first bad sample found.
         """
         n = max((len(c) for c in (images, texts, audios) if c is not None), default=0)
-        image_col = _column(images, n, "images")
-        text_col = _column(texts, n, "texts")
-        audio_col = _column(audios, n, "audios")
+        image_col = _column(images, n, "image")
+        text_col = _column(texts, n, "text")
+        audio_col = _column(audios, n, "audio")
 
         present = np.zeros((n, len(spec.MODALITIES)), dtype=spec.PRESENT.numpy_dtype)
         columns = {"image": image_col, "text": text_col, "audio": audio_col}

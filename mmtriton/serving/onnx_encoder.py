@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
-from .triton_io import error_response, model_parameters, output_dtypes, pb_utils, tensor_response
+from .batched import batch_size, batched_responses, gather_inputs
+from .triton_io import model_parameters, output_dtypes, pb_utils
 
 
 def make_session(path: str, threads: int):
@@ -22,24 +21,6 @@ def make_session(path: str, threads: int):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def run_batched(session, requests_inputs: list[dict[str, np.ndarray]], output_names: list[str]):
-    """Run one session call over several requests' inputs; split the outputs back per request."""
-    sizes = [len(next(iter(inputs.values()))) for inputs in requests_inputs]
-    feed = {
-        name: np.concatenate([inputs[name] for inputs in requests_inputs])
-        for name in requests_inputs[0]
-    }
-    outputs = session.run(output_names, feed)
-    bounds = np.cumsum([0, *sizes])
-    return [
-        {
-            name: out[bounds[i] : bounds[i + 1]]
-            for name, out in zip(output_names, outputs, strict=True)
-        }
-        for i in range(len(sizes))
-    ]
 
 
 class OnnxEncoderModel:
@@ -60,20 +41,14 @@ class OnnxEncoderModel:
 
     def execute(self, requests):
         start = time.perf_counter()
-        pb = pb_utils()
-        inputs = [
-            {n: pb.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names}
-            for r in requests
-        ]
-        try:
-            per_request = run_batched(self.session, inputs, self.output_names)
-        except Exception as exc:  # report, never crash the stub
-            message = f"{self.name} failed: {exc}"
-            return [error_response(message, invalid_argument=False) for _ in requests]
-        responses = [tensor_response(out, self.dtypes) for out in per_request]
-        batch = sum(len(next(iter(i.values()))) for i in inputs)
-        self.metrics.observe_execute(batch, time.perf_counter() - start)
+        inputs = gather_inputs(requests, self.input_names)
+        responses, ok = batched_responses(self.name, self._compute, inputs, self.dtypes)
+        if ok:
+            self.metrics.observe_execute(batch_size(inputs), time.perf_counter() - start)
         return responses
+
+    def _compute(self, feed: dict) -> dict:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
 
     def finalize(self) -> None:
         self.session = None

@@ -14,6 +14,7 @@ import numpy as np
 
 from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
+from mmtriton.preprocess.pipeline import element_bytes
 from mmtriton.server.drain import DRAIN_FILE_ENV, draining
 
 from . import tracing
@@ -54,20 +55,8 @@ def request_samples(
                 "bad_tensor",
                 f"{spec.RAW_INPUTS[m].name} must have shape [batch, 1], got {list(array.shape)}",
             )
-        columns[m] = [_as_bytes(m, x) for x in array[:, 0]]
+        columns[m] = [element_bytes(m, x) for x in array[:, 0]]
     return columns["image"], columns["text"], columns["audio"]
-
-
-def _as_bytes(modality: str, value: object) -> bytes | None:
-    if isinstance(value, bytes):
-        return value or None
-    if isinstance(value, str):
-        return value.encode() or None
-    raise InvalidInput(
-        modality,
-        "bad_tensor",
-        f"{spec.RAW_INPUTS[modality].name} must be BYTES, got {type(value).__name__}",
-    )
 
 
 class PreprocessModel:

@@ -8,7 +8,7 @@ import pytest
 from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
 from mmtriton.server.flags import ServerSettings, triton_args
-from mmtriton.serving.onnx_encoder import run_batched
+from mmtriton.serving.batched import run_batched
 from mmtriton.serving.preprocess_model import request_samples
 from mmtriton_client.client import ClientError, Sample, build_inputs
 
@@ -44,13 +44,10 @@ def test_request_samples_rejects_mismatched_batches_and_shapes() -> None:
     assert info.value.reason == "no_input"
 
 
-class _Doubler:
-    def run(self, names, feed):
-        return [feed["X"] * 2]
-
-
 def test_run_batched_splits_outputs_back_per_request() -> None:
-    out = run_batched(_Doubler(), [{"X": np.ones((2, 3))}, {"X": np.full((1, 3), 5.0)}], ["Y"])
+    out = run_batched(
+        lambda feed: {"Y": feed["X"] * 2}, [{"X": np.ones((2, 3))}, {"X": np.full((1, 3), 5.0)}]
+    )
     assert [o["Y"].shape for o in out] == [(2, 3), (1, 3)]
     assert out[1]["Y"][0, 0] == 10.0
 
@@ -89,3 +86,16 @@ def test_client_validation_names_the_limit() -> None:
         Sample().validate()
     with pytest.raises(ClientError, match=str(spec.LIMITS.max_audio_bytes)):
         Sample(audio=b"x" * (spec.LIMITS.max_audio_bytes + 1)).validate()
+
+
+def test_one_conversion_of_request_elements_to_bytes() -> None:
+    from mmtriton.preprocess.errors import InvalidInput
+    from mmtriton.preprocess.pipeline import element_bytes
+
+    assert element_bytes("text", "seven") == b"seven"
+    assert element_bytes("image", np.array(b"png", dtype=object)) == b"png"
+    assert element_bytes("audio", bytearray(b"wav")) == b"wav"
+    assert element_bytes("image", b"") is None and element_bytes("text", None) is None
+    with pytest.raises(InvalidInput, match="IMAGE must be BYTES, got int") as info:
+        element_bytes("image", 7)
+    assert info.value.reason == "bad_tensor"
