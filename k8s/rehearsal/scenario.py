@@ -411,6 +411,7 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
     }
     runners: list[PodRunner] = []
     proxies: list[ServiceProxy] = []
+    plans: list[PodPlan] = []
     try:
         if opts.rendered is not None:
             events.section(f"load {opts.rendered}")
@@ -509,8 +510,9 @@ def rehearse(opts: Options, events: Events | None = None) -> dict:
         for r in reversed(runners):
             stopped = r.stop() if r.containers else []
             summary["pods"].append(_pod_summary(r, stopped))
-            if r.plan.volumes is not None:
-                cleanup_memory_dirs(r.plan.volumes)
+        for plan in plans:  # every sandbox made, started or not
+            if plan.volumes is not None:
+                cleanup_memory_dirs(plan.volumes)
         for px in proxies:
             px.stop()
         if not opts.keep:

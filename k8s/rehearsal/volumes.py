@@ -172,41 +172,47 @@ def materialize(
 ) -> PodVolumes:
     """Create each volume of the pod under `root`; PVC dirs are shared through `claims`."""
     out = PodVolumes(root)
-    for vol in pod_spec.get("volumes", []) or []:
-        name = vol["name"]
-        if "emptyDir" in vol:
-            medium = (vol["emptyDir"] or {}).get("medium")
-            if medium == "Memory" and Path("/dev/shm").is_dir():
-                path = Path(
-                    tempfile.mkdtemp(prefix=f"rehearsal-{pod_name}-{name}-", dir="/dev/shm")
-                )
+    try:
+        for vol in pod_spec.get("volumes", []) or []:
+            name = vol["name"]
+            if "emptyDir" in vol:
+                medium = (vol["emptyDir"] or {}).get("medium")
+                if medium == "Memory" and Path("/dev/shm").is_dir():
+                    path = Path(
+                        tempfile.mkdtemp(prefix=f"rehearsal-{pod_name}-{name}-", dir="/dev/shm")
+                    )
+                else:
+                    path = root / "emptyDir" / name
+                    path.mkdir(parents=True)
+                out.dirs[name] = path
+            elif "configMap" in vol:
+                ref = vol["configMap"]
+                data = config_maps.get(ref["name"])
+                if data is None:
+                    raise VolumeError(f"volume {name}: configmap {ref['name']!r} not found")
+                path = root / "configMap" / name
+                _write_keys(path, data, ref.get("items"), ref.get("defaultMode"))
+                out.dirs[name] = path
+            elif "secret" in vol:
+                ref = vol["secret"]
+                keys = [i["key"] for i in ref.get("items") or []]
+                data = secret_store.ensure(ref["secretName"], keys)
+                path = root / "secret" / name
+                _write_keys(path, data, ref.get("items"), ref.get("defaultMode"))
+                out.dirs[name] = path
+            elif "persistentVolumeClaim" in vol:
+                claim = vol["persistentVolumeClaim"]["claimName"]
+                if claim not in claims:
+                    claims[claim] = root.parent / "pvc" / claim
+                    claims[claim].mkdir(parents=True, exist_ok=True)
+                out.dirs[name] = claims[claim]
             else:
-                path = root / "emptyDir" / name
-                path.mkdir(parents=True)
-            out.dirs[name] = path
-        elif "configMap" in vol:
-            ref = vol["configMap"]
-            data = config_maps.get(ref["name"])
-            if data is None:
-                raise VolumeError(f"volume {name}: configmap {ref['name']!r} not found")
-            path = root / "configMap" / name
-            _write_keys(path, data, ref.get("items"), ref.get("defaultMode"))
-            out.dirs[name] = path
-        elif "secret" in vol:
-            ref = vol["secret"]
-            keys = [i["key"] for i in ref.get("items") or []]
-            data = secret_store.ensure(ref["secretName"], keys)
-            path = root / "secret" / name
-            _write_keys(path, data, ref.get("items"), ref.get("defaultMode"))
-            out.dirs[name] = path
-        elif "persistentVolumeClaim" in vol:
-            claim = vol["persistentVolumeClaim"]["claimName"]
-            if claim not in claims:
-                claims[claim] = root.parent / "pvc" / claim
-                claims[claim].mkdir(parents=True, exist_ok=True)
-            out.dirs[name] = claims[claim]
-        else:
-            raise VolumeError(f"volume {name}: type {sorted(set(vol) - {'name'})} is not emulated")
+                raise VolumeError(
+                    f"volume {name}: type {sorted(set(vol) - {'name'})} is not emulated"
+                )
+    except Exception:
+        cleanup_memory_dirs(out)  # no half-made sandbox left in /dev/shm
+        raise
     return out
 
 

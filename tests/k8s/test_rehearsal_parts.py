@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import ClassVar
 
@@ -339,11 +340,11 @@ def test_stop_runs_prestop_then_sigterm_then_sigkill_after_grace(tmp_path):
 
 
 # -- whole pods from small manifests (no server needed) -----------------------------------------
-def _deployment(init: list[dict], main: dict) -> dict:
+def _deployment(init: list[dict], main: dict, name: str = "demo") -> dict:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "demo", "namespace": "demo"},
+        "metadata": {"name": name, "namespace": "demo"},
         "spec": {
             "selector": {"matchLabels": {"app": "demo"}},
             "template": {
@@ -411,12 +412,19 @@ def test_failing_init_container_stops_the_pod_and_reports_its_last_stderr_line(t
 
 
 def test_missing_configmap_is_a_create_container_config_error(tmp_path):
+    name = f"demo-{uuid.uuid4().hex[:8]}"
     main = {
         "name": "app",
         "image": IMAGE,
         "args": ["sleep", "30"],
         "envFrom": [{"configMapRef": {"name": "settings"}}],
+        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
     }
-    code, summary = _play(tmp_path, [_deployment([], main)])
+    deployment = _deployment([], main, name)
+    deployment["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "shm", "emptyDir": {"medium": "Memory"}}
+    ]
+    code, summary = _play(tmp_path, [deployment])
     assert code == 1 and not summary["ok"]
     assert "CreateContainerConfigError: configMapRef 'settings' not found" in summary["outcome"]
+    assert not list(Path("/dev/shm").glob(f"rehearsal-{name}-*")), "sandbox left in /dev/shm"
