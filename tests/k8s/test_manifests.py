@@ -370,6 +370,12 @@ def test_probes_hit_the_supervisors_health_port_and_shutdown_fits_the_grace(rend
         assert triton[probe]["httpGet"] == {"path": path, "port": "health"}, probe
     startup = triton["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "allow model load"
+    # Issue 13: the pod leaves the endpoints within 5 s of the supervisor seeing a broken step.
+    ready = triton["readinessProbe"]
+    assert ready["periodSeconds"] * ready["failureThreshold"] + ready["timeoutSeconds"] <= 5
+    # A container that failed liveness is stuck: it is killed sooner than a draining one.
+    live = triton["livenessProbe"]
+    assert live["terminationGracePeriodSeconds"] < pod["terminationGracePeriodSeconds"]
     script = triton["lifecycle"]["preStop"]["exec"]["command"][-1]
     sleep_s = int(re.search(r"sleep (\d+)", script).group(1))
     drain = re.search(r"mmtriton drain --metrics-url (\S+) --timeout (\d+)", script)
