@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -104,6 +105,13 @@ def run(args: argparse.Namespace) -> int:
         f"{', password protected' if auth else ''}",
         flush=True,
     )
+    # uvicorn stops on SIGTERM, then re-raises it under the handler it found: make that a
+    # clean exit (0), as a Kubernetes stop is a normal stop, not a crash (143).
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         launch(host=args.host, port=args.port, settings=settings)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
