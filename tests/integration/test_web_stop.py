@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 def test_web_page_exits_0_on_sigterm():
     port = free_port()
+    command = [sys.executable, "-m", "mmtriton.cli", "web", "--triton-url", "127.0.0.1:1"]
     page = subprocess.Popen(
-        [sys.executable, "-m", "mmtriton.cli", "web", "--triton-url", "127.0.0.1:1"]
-        + ["--port", str(port), "--examples", "0"],
+        [*command, "--port", str(port), "--examples", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
