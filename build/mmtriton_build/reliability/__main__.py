@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         faults.update(run_production_faults(repository, work / "faults", examples, args.quick))
         parts["faults"] = faults
         for name in ("stop_after_stub_death", "stop_under_load"):
-            crashes += int(faults[name]["exit_code"] != 0)
+            crashes += int(faults[name].get("exit_code") != 0)
     parts["server_crashes"] = crashes
 
     summary = summarize_report(parts)

@@ -231,6 +231,16 @@ def stub_fault(
     return out
 
 
+def guarded(fn: Callable[..., dict], *args, label: dict | None = None, **kwargs) -> dict:
+    """`fn(*args, **kwargs)`'s figures, or {"error", "survived": False} when the scenario itself
+    broke (e.g. the server gave up healing): one broken fault must not lose the others'."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        return {**(label or {}), "error": f"{type(exc).__name__}: {first}"[:300], "survived": False}
+
+
 class Lineage:
     """`mmtriton serve` processes one after another, each given at most MAX_HEALS faults that
     need a heal: more within the supervisor's window is a crash loop, and it then gives up on
@@ -267,7 +277,10 @@ class Lineage:
 def kill_each_stub(lineage: Lineage, examples: Sequence, workers: int = 3) -> list[dict]:
     """SIGKILL every Python-backend stub in turn (waiting for each heal)."""
     return [
-        stub_fault(lineage.serve_for(1), examples, name, workers=workers)
+        guarded(
+            lambda name=name: stub_fault(lineage.serve_for(1), examples, name, workers=workers),
+            label={"target": name},
+        )
         for name in lineage.stub_names()
     ]
 
@@ -456,13 +469,24 @@ def run_heal_faults(
         if every_stub:
             out["stub_kill"] = kill_each_stub(lineage, examples)
         else:
-            out["stub_kill"] = [stub_fault(lineage.serve_for(1), examples, "image_encoder_0_0")]
-        out["stub_stop"] = stub_fault(
-            lineage.serve_for(1), examples, "image_encoder_0_0", signal.SIGSTOP
+            out["stub_kill"] = [
+                guarded(
+                    lambda: stub_fault(lineage.serve_for(1), examples, "image_encoder_0_0"),
+                    label={"target": "image_encoder_0_0"},
+                )
+            ]
+        out["stub_stop"] = guarded(
+            lambda: stub_fault(lineage.serve_for(1), examples, "image_encoder_0_0", signal.SIGSTOP)
         )
-        out["triton_kill"] = stub_fault(lineage.serve_for(1), examples, "tritonserver")
-        out["web_during_restart"] = web_during_restart(lineage.serve_for(1), examples)
-        out["stop_after_stub_death"] = stop_after_stub_death(lineage.serve_for(1), examples)
+        out["triton_kill"] = guarded(
+            lambda: stub_fault(lineage.serve_for(1), examples, "tritonserver")
+        )
+        out["web_during_restart"] = guarded(
+            lambda: web_during_restart(lineage.serve_for(1), examples)
+        )
+        out["stop_after_stub_death"] = guarded(
+            lambda: stop_after_stub_death(lineage.serve_for(1), examples)
+        )
         out["servers_started"] = lineage.started
     finally:
         lineage.close()

@@ -340,8 +340,11 @@ def client_disconnects(
     counts = {"cancel": {}, "close": {}}
     crashes: list[dict] = []
     sent = 0
+    gave_up: str | None = None
     with ReadinessWatch(serve) as watch:
         for way in ("cancel", "close"):
+            if gave_up:
+                break
             for _ in range(0, n, batch):
                 if way == "cancel":
                     got = asyncio.run(_cancel_mid_request(serve.grpc_url, full, batch, rng))
@@ -354,7 +357,12 @@ def client_disconnects(
                 now = serve.triton_pid()
                 if now != pid:  # tritonserver died under the disconnects
                     down = time.monotonic()
-                    healed = serve.wait_ready(90)
+                    try:
+                        healed = serve.wait_ready(90)
+                    except (RuntimeError, TimeoutError) as exc:  # the supervisor gave up
+                        gave_up = (str(exc).splitlines() or [""])[0]
+                        crashes.append({"way": way, "after_disconnects": sent, "exit": {}})
+                        break
                     crashes.append(
                         {
                             "way": way,
@@ -365,9 +373,19 @@ def client_disconnects(
                         }
                     )
                     pid = serve.triton_pid()
+        if gave_up:
+            return {
+                "disconnects_per_way": n,
+                "cancelled_calls": counts["cancel"],
+                "closed_channels": counts["close"],
+                "tritonserver_crashes": len(crashes),
+                "crashes": [{**c, "exit": (c["exit"] or {}).get("reason")} for c in crashes],
+                "supervisor_gave_up": gave_up,
+                "survived": False,
+            }
         settled_s, pending, busy = _settle(serve.metrics_url, 20.0)
+        ex = full[0]
         with MultimodalClient(serve.grpc_url, retry=NO_RETRY) as client:
-            ex = full[0]
             next_ok = client.predict(Sample(image=ex.image, text=ex.text, audio=ex.audio))
         after = _normal_load(serve.grpc_url, examples, 3.0)
     rss_after = tree_rss(pid) if pid else 0
@@ -378,6 +396,7 @@ def client_disconnects(
         "closed_channels": counts["close"],
         "tritonserver_crashes": len(crashes),
         "crashes": [{**c, "exit": (c["exit"] or {}).get("reason")} for c in crashes],
+        "supervisor_gave_up": None,
         "settled_after_s": settled_s,
         "pending_after": pending,
         "drain_in_flight_after": busy,
@@ -404,25 +423,27 @@ def client_disconnects(
 def run_production_faults(repository: Path, log_dir: Path, examples: Sequence, quick: bool) -> dict:
     """One server for Prometheus down, idle connections, then SIGTERM under load; one for
     disconnecting clients (and its stop afterwards); one for SIGKILL of the launcher."""
-    from .faults import launcher_sigkill, stop_under_load
+    from .faults import guarded, launcher_sigkill, stop_under_load
 
     out: dict = {}
     serve = ServeProcess(repository, log_dir).start()
     try:
-        out["prometheus_down"] = prometheus_down(serve, examples, 3.0 if quick else 6.0)
-        out["idle_connections"] = idle_connections(serve, examples, 1000, 4.0 if quick else 8.0)
-        out["stop_under_load"] = stop_under_load(serve, examples)
+        phase = 3.0 if quick else 6.0
+        out["prometheus_down"] = guarded(prometheus_down, serve, examples, phase)
+        out["idle_connections"] = guarded(idle_connections, serve, examples, 1000, phase + 2)
+        out["stop_under_load"] = guarded(stop_under_load, serve, examples)
     finally:
         serve.kill_all()
     # Its own server: what disconnects leave behind must not spill into the other figures.
     serve = ServeProcess(repository, log_dir).start()
     try:
-        out["client_disconnects"] = client_disconnects(serve, examples, 60 if quick else 200)
+        n = 60 if quick else 200
+        out["client_disconnects"] = guarded(client_disconnects, serve, examples, n)
     finally:
         serve.kill_all()
     serve = ServeProcess(repository, log_dir).start()
     try:
-        out["launcher_sigkill"] = launcher_sigkill(serve)
+        out["launcher_sigkill"] = guarded(launcher_sigkill, serve)
     finally:
         serve.kill_all()
     return out

@@ -124,34 +124,34 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
-def heal_figures(faults: dict) -> tuple[list[float | None], list[float | None]]:
-    """(fault -> next answer, per heal fault), (SIGTERM stop seconds, per stop fault)."""
-    heals = [f["back_after_s"] for f in faults.get("stub_kill", [])]
-    for name in ("stub_stop", "triton_kill"):
-        if name in faults:
-            heals.append(faults[name]["back_after_s"])
-    stops = [
-        faults[n]["stop_s"] for n in ("stop_after_stub_death", "stop_under_load") if n in faults
-    ]
+def _entries(faults: dict, name: str) -> list[dict]:
+    value = faults.get(name)
+    return [] if value is None else (value if isinstance(value, list) else [value])
+
+
+HEAL_FAULTS = ("stub_kill", "stub_stop", "triton_kill")
+STOP_FAULTS = ("stop_after_stub_death", "stop_under_load")
+
+
+def heal_figures(faults: dict) -> tuple[list[float | None], list[float]]:
+    """(fault -> next answer, per heal fault; None: never), (SIGTERM stop seconds)."""
+    heals = [f.get("back_after_s") for n in HEAL_FAULTS for f in _entries(faults, n)]
+    stops = [f["stop_s"] for n in STOP_FAULTS for f in _entries(faults, n) if "stop_s" in f]
     return heals, stops
 
 
 def faults_lost(faults: dict) -> int:
     """Requests lost by retrying callers across the faults (failed counts as lost)."""
-    total = sum(f["retrying_lost"] for f in faults.get("stub_kill", []))
-    for name in ("stub_stop", "triton_kill"):
-        if name in faults:
-            total += faults[name]["retrying_lost"]
-    if "stop_under_load" in faults:
-        total += lost(faults["stop_under_load"]["callers"])
-    for name in ("prometheus_down",):
-        if name in faults:
-            total += lost(faults[name]["load_before"]) + lost(faults[name]["load_after"])
-    if "idle_connections" in faults:
-        f = faults["idle_connections"]
-        total += lost(f["baseline"]) + lost(f["with_idle"])
-    if "client_disconnects" in faults:
-        total += lost(faults["client_disconnects"]["load_after"])
+    total = sum(f.get("retrying_lost", 0) for n in HEAL_FAULTS for f in _entries(faults, n))
+    loads = {
+        "stop_under_load": ("callers",),
+        "prometheus_down": ("load_before", "load_after"),
+        "idle_connections": ("baseline", "with_idle"),
+        "client_disconnects": ("load_after",),
+    }
+    for name, keys in loads.items():
+        for f in _entries(faults, name):
+            total += sum(lost(f[k]) for k in keys if k in f)
     return total
 
 
