@@ -48,3 +48,35 @@ def built_artifacts() -> Path:
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT
+
+
+# What each top-level test folder needs, as markers: `-m "not integration"` runs what needs no
+# server, `-m "not browser"` skips Chromium. Markers come from the folder, so they cannot
+# contradict it; a test marked for more than its folder allows is a collection error.
+TESTS_DIR = Path(__file__).resolve().parent
+FOLDER_MARKERS: dict[str, set[str]] = {
+    "unit": set(),
+    "k8s": set(),  # offline: kubectl kustomize, schemas, checkov, the rehearsal's parts
+    "integration": {"integration"},
+    "reliability": {"integration", "slow"},
+    "browser": {"integration", "browser"},
+}
+NEEDS = ("integration", "browser")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).resolve().relative_to(TESTS_DIR).parts[0]
+        allowed = FOLDER_MARKERS.get(folder)
+        if allowed is None:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests/{folder}/ has no entry in FOLDER_MARKERS"
+            )
+        for name in sorted(allowed):
+            item.add_marker(name)
+        extra = {m for m in NEEDS if item.get_closest_marker(m)} - allowed
+        if extra:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked {sorted(extra)} but lives in tests/{folder}/: "
+                "move it to the folder of what it needs"
+            )
