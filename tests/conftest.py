@@ -56,7 +56,6 @@ def project_root() -> Path:
 TESTS_DIR = Path(__file__).resolve().parent
 FOLDER_MARKERS: dict[str, set[str]] = {
     "unit": set(),
-    "k8s": set(),  # offline: kubectl kustomize, schemas, checkov, the rehearsal's parts
     "integration": {"integration"},
     "reliability": {"integration", "slow"},
     "browser": {"integration", "browser"},

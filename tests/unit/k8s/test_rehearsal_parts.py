@@ -27,7 +27,7 @@ from k8s.rehearsal.remap import PathMap, PortMap, Rewriter, ServiceMap, free_por
 from k8s.rehearsal.service import ServiceProxy
 from k8s.rehearsal.volumes import SecretStore, self_signed_tls
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # -- $(VAR) expansion and env -------------------------------------------------------------

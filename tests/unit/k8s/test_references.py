@@ -24,7 +24,7 @@ import pytest
 from .k8s_render import K8S, KUBECTL, OVERLAYS, ROOT, containers, objects, pod_specs, render
 
 DOCS = ROOT / "docs" / "kubernetes.md"
-MARKER = "<!-- secrets: executed by tests/k8s/test_references.py"
+MARKER = "<!-- secrets: executed by tests/unit/k8s/test_references.py"
 NAMESPACE = "mmtriton"
 # kubectl, as the documented block calls it, printing the object instead of creating it.
 KUBECTL_SHIM = 'kubectl() { command kubectl "$@" --dry-run=client -o yaml; echo ---; }\n'
