@@ -168,7 +168,7 @@ class OtlpReceiver:
             return [s for s in self.spans if s.trace_id == trace_id]
 
     def wait_for(
-        self, predicate: Callable[[list[Span]], bool], timeout_s: float = 15.0
+        self, predicate: Callable[[list[Span]], bool], timeout_s: float = 30.0
     ) -> list[Span]:
         """All spans once `predicate(spans)` holds; AssertionError with what came otherwise."""
         deadline = time.monotonic() + timeout_s

@@ -22,6 +22,7 @@ from mmtriton import spec
 
 from .channel import LB_POLICIES, ChannelOptions
 from .retry import HEAL_BUDGET_S, STUB_NOT_HEALTHY, Attempts, RetryPolicy, is_retryable
+from .tracing import request_span
 
 __all__ = [
     "DEFAULT_URL",
@@ -379,7 +380,10 @@ class MultimodalClient:
         self._core.check(samples)
         request = self._core.request(samples, self.num_classes())
         started = time.perf_counter()
-        result = self._call(lambda: self._client.infer(**self._core.infer_kwargs(request)))
+        with request_span(samples, self.model) as span:  # traceparent goes as gRPC metadata
+            result = self._call(
+                lambda: self._client.infer(**self._core.infer_kwargs(request), headers=span.headers)
+            )
         return self._core.parse(result, request, started)
 
 
@@ -461,5 +465,8 @@ class AsyncMultimodalClient:
         self._core.check(samples)
         request = self._core.request(samples, await self.num_classes())
         started = time.perf_counter()
-        result = await self._call(lambda: self._client.infer(**self._core.infer_kwargs(request)))
+        with request_span(samples, self.model) as span:  # traceparent goes as gRPC metadata
+            result = await self._call(
+                lambda: self._client.infer(**self._core.infer_kwargs(request), headers=span.headers)
+            )
         return self._core.parse(result, request, started)

@@ -1,6 +1,8 @@
 """`mmtriton up` (what `make run` runs): Triton, the web page and a local Prometheus.
 
-Triton runs under the same supervisor as `mmtriton serve` (healed when a step dies). Ctrl-C
+Triton runs under the same supervisor as `mmtriton serve` (healed when a step dies). With
+$MMTRITON_OTLP_ENDPOINT set (or --otlp-endpoint), Triton, its Python steps and the web page
+all export their traces there. Ctrl-C
 stops everything: the web page first, then Triton drains its in-flight requests; every child
 dies with this process if it is killed.
 """
@@ -8,6 +10,7 @@ dies with this process if it is killed.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prometheus", action="store_true", help="no local Prometheus")
 
 
-def _start_web(args: argparse.Namespace, grpc_port: int) -> subprocess.Popen:
+def _web_environment(otlp_endpoint: str | None) -> dict[str, str]:
+    """The page's environment: with tracing on, it exports its own spans to the same place."""
+    from mmtriton_client.tracing import ENDPOINT_ENV
+
+    env = dict(os.environ)
+    if otlp_endpoint:
+        env[ENDPOINT_ENV] = otlp_endpoint
+    return env
+
+
+def _start_web(
+    args: argparse.Namespace, grpc_port: int, otlp_endpoint: str | None = None
+) -> subprocess.Popen:
     log = (artifacts_dir() / "logs" / "web.log").open("ab")
     cmd = [
         sys.executable,
@@ -49,7 +64,11 @@ def _start_web(args: argparse.Namespace, grpc_port: int) -> subprocess.Popen:
         str(args.web_port),
     ]
     return subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=tied_to_this_process()
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_web_environment(otlp_endpoint),
+        preexec_fn=tied_to_this_process(),
     )
 
 
@@ -63,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     healthy = True
     try:
         if not args.no_web:
-            web = _start_web(args, server.settings.grpc_port)
+            web = _start_web(args, server.settings.grpc_port, server.settings.otlp_endpoint)
             print(f"web page: http://localhost:{args.web_port}  (metrics at /metrics)", flush=True)
         if not args.no_prometheus:
             if shutil.which("prometheus") is None:

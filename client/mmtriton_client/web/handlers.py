@@ -29,6 +29,7 @@ from ..client import (
     RetryPolicy,
     Sample,
 )
+from ..tracing import export_from_env, page_outcome, page_span
 from .metrics import NO_MODALITIES, WebMetrics
 
 NO_INPUT_MESSAGE = (
@@ -227,6 +228,7 @@ class Classifier:
         )
         self._client: MultimodalClient | None = None
         self._lock = threading.Lock()
+        export_from_env("mmtriton-web")  # the page's spans, when tracing is configured
 
     def _get(self) -> MultimodalClient:
         with self._lock:
@@ -328,7 +330,24 @@ def classify(
     audio_path: str | Path | None,
     source: str = "upload",
 ) -> PageResult:
-    """One click of Classify, measured and counted; never raises."""
+    """One click of Classify, measured and counted, in a span; never raises."""
+    with page_span(source) as span:
+        result, modalities = _classify(
+            classifier, metrics, image_path, sketch, text, audio_path, source
+        )
+        page_outcome(span, modalities, result.error_kind)
+    return result
+
+
+def _classify(
+    classifier: Classifier,
+    metrics: WebMetrics | None,
+    image_path: str | Path | None,
+    sketch: dict | None,
+    text: str | None,
+    audio_path: str | Path | None,
+    source: str,
+) -> tuple[PageResult, list[str]]:
     start = time.perf_counter()
     modalities: list[str] = []
     try:
@@ -345,4 +364,4 @@ def classify(
             metrics.count_error(result.error_kind)
         label = "+".join(modalities) or NO_MODALITIES
         metrics.observe_request(label, time.perf_counter() - start)
-    return result
+    return result, modalities
