@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -58,6 +59,13 @@ class StepTracer:
                 TraceContextTextMapPropagator,
             )
         except ImportError:  # tracing is optional: serve without it rather than fail to load
+            # Said once per step in Triton's log: Triton's own spans still export.
+            print(
+                f"mmtriton {step}: {OTLP_ENDPOINT_ENV} is set but the OpenTelemetry SDK or its "
+                "OTLP/HTTP JSON exporter is not installed; this step's own spans are off",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         resource = Resource.create({"service.name": SERVICE_NAME, "mmtriton.step": step})
         self._provider = TracerProvider(resource=resource)

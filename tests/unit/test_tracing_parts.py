@@ -204,3 +204,12 @@ def test_make_run_points_the_web_page_at_the_same_endpoint():
     assert _web_environment(None).get(client_tracing.ENDPOINT_ENV) == os.environ.get(
         client_tracing.ENDPOINT_ENV
     )  # tracing off: the page's environment is left as it is
+
+
+def test_a_step_without_the_sdk_serves_untraced_and_says_so(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.json.http.trace_exporter", None)
+    tracer = step_tracing.StepTracer("fusion", endpoint="http://127.0.0.1:9/v1/traces")
+    assert not tracer.enabled
+    assert "this step's own spans are off" in capsys.readouterr().err
