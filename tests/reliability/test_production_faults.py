@@ -67,8 +67,8 @@ def test_1000_idle_grpc_connections_leave_normal_load_success_and_p99_unchanged(
     strict=True,
     reason="Triton 2.51 (24.10) segfaults (SIGSEGV in TRITONBACKEND_ResponseSend, from the "
     "Python backend) after some tens of gRPC cancellations; upstream gRPC cancellation "
-    "crashes: triton-inference-server/server#7368, fixed in 24.12. mmtriton serve heals it "
-    "in ~5-8 s, but callers lose what was in flight and orphaned stubs stay behind.",
+    "crashes: triton-inference-server/server#7368, fixed in 24.12. mmtriton serve heals each "
+    "crash in ~2-3 s, but callers lose what was in flight and orphaned stubs stay behind.",
 )
 def test_clients_disconnecting_mid_request_leak_nothing(tmp_path, few):
     serve = ServeProcess(require_repository(), tmp_path).start()
