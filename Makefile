@@ -48,7 +48,7 @@ bench: repository
 	$(MMTRITON) bench --perf-analyzer
 
 # Hostile inputs, overload, a 40 s soak, security, and faults injected into `mmtriton serve`
-# (about 10 minutes): writes reports/reliability.json, prints the table with each target,
+# (about 5 minutes): writes reports/reliability.json, prints the table with each target,
 # exits 1 when one is missed (docs/reliability.md).
 reliability: repository
 	$(PY) -m mmtriton_build.reliability
