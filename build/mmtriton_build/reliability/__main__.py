@@ -1,6 +1,6 @@
 """`python -m mmtriton_build.reliability`: every scenario on real servers, a JSON report, a table.
 
-make reliability                 # all scenarios, soak 40 s (about 10 minutes)
+make reliability                 # all scenarios, soak 40 s (about 5 minutes)
 make soak                        # the soak alone, SOAK_SECONDS (default 600)
 python -m mmtriton_build.reliability --only hostile security
 
