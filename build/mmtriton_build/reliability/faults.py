@@ -504,6 +504,7 @@ FAULT_NAMES = (
     "prometheus_down",
     "idle_connections",
     "client_disconnects",
+    "client_deadlines",
 )
 
 

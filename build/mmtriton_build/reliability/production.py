@@ -275,6 +275,37 @@ async def _cancel_mid_request(url: str, examples: Sequence, n: int, rng: random.
     return counts
 
 
+async def _deadline_mid_request(url: str, examples: Sequence, n: int, rng: random.Random) -> dict:
+    """`n` requests whose client deadline (5-80 ms) expires mid-request: 4 at a time."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as aioclient
+
+    counts = {"deadline_exceeded": 0, "answered_first": 0, "other_error": 0}
+    outputs = [grpcclient.InferRequestedOutput(spec.WEIGHTS.name)]  # fusion's: every step
+    client = aioclient.InferenceServerClient(url)
+    try:
+
+        async def one(i: int) -> None:
+            ex = examples[i % len(examples)]
+            try:
+                await client.infer(
+                    spec.ENSEMBLE.name,
+                    _full_inputs(ex),
+                    outputs=outputs,
+                    client_timeout=rng.uniform(0.005, 0.08),
+                )
+                counts["answered_first"] += 1
+            except Exception as exc:
+                expired = "deadline" in str(exc).lower()
+                counts["deadline_exceeded" if expired else "other_error"] += 1
+
+        for start in range(0, n, 4):
+            await asyncio.gather(*(one(i) for i in range(start, min(start + 4, n))))
+    finally:
+        await client.close()
+    return counts
+
+
 def _close_mid_request(url: str, examples: Sequence, n: int, rng: random.Random) -> dict:
     """`n` requests, each on its own channel, closed 0-80 ms after sending."""
     import tritonclient.grpc as grpcclient
@@ -325,29 +356,33 @@ def client_disconnects(
     seed: int = 0,
     batch: int = 20,
     stop_after: bool = True,
+    ways: tuple[str, ...] = ("cancel", "close"),
 ) -> dict:
-    """Clients that go away mid-request, `n` times each way (cancel the call; close the
-    channel), `batch` at a time: the server must keep serving with nothing left pending,
-    readiness true throughout and no heal. When tritonserver dies instead, the figures say
-    after how many disconnects and how the supervisor healed it (the run goes on). Then
-    (`stop_after`) SIGTERM: the server must still stop cleanly, tritonserver drained (exit 0).
+    """Clients that go away mid-request, `n` times each way ("cancel" the call, "close" the
+    channel, let a 5-80 ms "deadline" expire), `batch` at a time: the server must keep
+    serving with nothing left pending, readiness true throughout and no heal. When
+    tritonserver dies instead, the figures say after how many disconnects and how the
+    supervisor healed it (the run goes on). Then (`stop_after`) SIGTERM: the server must
+    still stop cleanly, tritonserver drained (exit 0).
     """
     rng = random.Random(seed)
     full = [e for e in examples if e.image and e.text and e.audio]
     first_pid = pid = serve.triton_pid()
     restarts_before = serve.status().get("restarts")
     rss_before = tree_rss(pid) if pid else 0
-    counts = {"cancel": {}, "close": {}}
+    counts: dict[str, dict[str, int]] = {way: {} for way in ways}
     crashes: list[dict] = []
     sent = 0
     gave_up: str | None = None
     with ReadinessWatch(serve) as watch:
-        for way in ("cancel", "close"):
+        for way in ways:
             if gave_up:
                 break
             for _ in range(0, n, batch):
                 if way == "cancel":
                     got = asyncio.run(_cancel_mid_request(serve.grpc_url, full, batch, rng))
+                elif way == "deadline":
+                    got = asyncio.run(_deadline_mid_request(serve.grpc_url, full, batch, rng))
                 else:
                     got = _close_mid_request(serve.grpc_url, full, batch, rng)
                 sent += batch
@@ -376,8 +411,7 @@ def client_disconnects(
         if gave_up:
             return {
                 "disconnects_per_way": n,
-                "cancelled_calls": counts["cancel"],
-                "closed_channels": counts["close"],
+                "by_way": counts,
                 "tritonserver_crashes": len(crashes),
                 "crashes": [{**c, "exit": (c["exit"] or {}).get("reason")} for c in crashes],
                 "supervisor_gave_up": gave_up,
@@ -392,8 +426,7 @@ def client_disconnects(
     stop = serve.stop() if stop_after else None  # can a server that took them still stop?
     out = {
         "disconnects_per_way": n,
-        "cancelled_calls": counts["cancel"],
-        "closed_channels": counts["close"],
+        "by_way": counts,
         "tritonserver_crashes": len(crashes),
         "crashes": [{**c, "exit": (c["exit"] or {}).get("reason")} for c in crashes],
         "supervisor_gave_up": None,
@@ -439,6 +472,14 @@ def run_production_faults(repository: Path, log_dir: Path, examples: Sequence, q
     try:
         n = 60 if quick else 200
         out["client_disconnects"] = guarded(client_disconnects, serve, examples, n)
+    finally:
+        serve.kill_all()
+    # The everyday trigger: clients whose deadline expires while the request runs.
+    serve = ServeProcess(repository, log_dir).start()
+    try:
+        out["client_deadlines"] = guarded(
+            client_disconnects, serve, examples, 40 if quick else 100, ways=("deadline",)
+        )
     finally:
         serve.kill_all()
     serve = ServeProcess(repository, log_dir).start()

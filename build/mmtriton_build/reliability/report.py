@@ -148,6 +148,7 @@ def faults_lost(faults: dict) -> int:
         "prometheus_down": ("load_before", "load_after"),
         "idle_connections": ("baseline", "with_idle"),
         "client_disconnects": ("load_after",),
+        "client_deadlines": ("load_after",),
     }
     for name, keys in loads.items():
         for f in _entries(faults, name):
