@@ -112,10 +112,15 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self.content_types: list[str] = []
+        self.errors: list[str] = []  # exports it could not decode
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as exporters expect: with HTTP/1.0 the server closes every connection
+            # after one answer, and an exporter reusing its pooled connection loses a batch.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 payload = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
@@ -128,6 +133,7 @@ class OtlpReceiver:
                         body = json.loads(payload)
                     spans = spans_from_export(body)
                 except Exception as exc:  # a malformed export is a test failure, shown plainly
+                    receiver.errors.append(f"{kind}: {exc}")
                     self.send_error(400, f"cannot decode {kind}: {exc}")
                     return
                 receiver._add(kind, spans)
@@ -179,7 +185,9 @@ class OtlpReceiver:
                 return spans
             if time.monotonic() > deadline:
                 names = sorted({s.name for s in spans})
-                raise AssertionError(f"spans not received in {timeout_s} s; got {names}")
+                raise AssertionError(
+                    f"spans not received in {timeout_s} s; got {names}; errors {self.errors}"
+                )
             time.sleep(0.1)
 
 
