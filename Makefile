@@ -51,12 +51,12 @@ bench: repository
 # (about 6 minutes): writes reports/reliability.json, prints the table with each target,
 # exits 1 when one is missed (docs/reliability.md).
 reliability: repository
-	$(PY) -m mmtriton_build.reliability
+	$(MMTRITON) reliability
 
 # The soak alone: SOAK_SECONDS of mixed load (default 10 minutes), reports/soak.json; exits 1
 # unless RSS growth after warm-up is < 5 % (also reported as bytes per 10k requests).
 soak: repository
-	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(PY) -m mmtriton_build.reliability --only soak --out reports/soak.json
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(MMTRITON) reliability --only soak --out reports/soak.json
 
 # The rendered manifests played here the way a kubelet would (k8s/rehearsal, docs/kubernetes.md):
 # the CPU overlay comes up Ready, answers held-out samples through its Service and heals (a

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mmtriton_build.bench import command
+from mmtriton_harness.bench import command
 
 from ..unit.test_bench import REQUIRED_KEYS, SERVED_KEYS
 

@@ -25,8 +25,8 @@ from mmtriton.server.drain import DRAIN_FILE_ENV
 from mmtriton.server.flags import TRACE_SERVICE_NAME
 from mmtriton.serving import tracing as step_tracing
 from mmtriton_build.examples import load_examples
-from mmtriton_build.reliability.serve import ServeProcess
 from mmtriton_client.client import ClientError, MultimodalClient, RetryPolicy, Sample
+from mmtriton_harness.reliability.serve import ServeProcess
 from tests.conftest import require_repository
 from tests.otlp_receiver import OtlpReceiver, Span, span_tree
 

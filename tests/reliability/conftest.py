@@ -13,7 +13,7 @@ import pytest
 
 from mmtriton.server.process import TritonProcess
 from mmtriton_build.examples import load_examples
-from mmtriton_build.reliability.servers import kill_hard, start_server
+from mmtriton_harness.reliability.servers import kill_hard, start_server
 
 from ..conftest import require_repository
 

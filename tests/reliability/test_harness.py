@@ -13,18 +13,18 @@ from PIL import Image
 from mmtriton.preprocess.audio import open_audio
 from mmtriton.preprocess.errors import InvalidInput
 from mmtriton.server.procs import children, dead_stubs, read_proc, tree_rss
-from mmtriton_build.reliability.faults import answer_gaps, lost
-from mmtriton_build.reliability.hostile import split_counts
-from mmtriton_build.reliability.load import Outcome, error_kind
-from mmtriton_build.reliability.payloads import (
+from mmtriton_harness.reliability.faults import answer_gaps, lost
+from mmtriton_harness.reliability.hostile import split_counts
+from mmtriton_harness.reliability.load import Outcome, error_kind
+from mmtriton_harness.reliability.payloads import (
     Reference,
     build_cases,
     flac_claiming_seconds,
     gif_claiming,
     png_claiming,
 )
-from mmtriton_build.reliability.report import TARGETS, missed, summarize_report, table
-from mmtriton_build.reliability.serve import ServeProcess
+from mmtriton_harness.reliability.report import TARGETS, missed, summarize_report, table
+from mmtriton_harness.reliability.serve import ServeProcess
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mmtriton_build.reliability.faults import (
+from mmtriton_harness.reliability.faults import (
     HEAL_BOUND_S,
     STOP_BOUND_S,
     Lineage,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmtriton_build.reliability.hostile import run_hostile, run_web_hostile
+from mmtriton_harness.reliability.hostile import run_hostile, run_web_hostile
 
 pytestmark = pytest.mark.integration
 

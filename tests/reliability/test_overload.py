@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from mmtriton.server.process import TritonProcess
-from mmtriton_build.reliability.overload import run_overload, run_timeout_override
-from mmtriton_build.reliability.servers import start_server
+from mmtriton_harness.reliability.overload import run_overload, run_timeout_override
+from mmtriton_harness.reliability.servers import start_server
 
 from ..conftest import require_repository
 

@@ -8,19 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from mmtriton_build.reliability.faults import (
+from mmtriton_harness.reliability.faults import (
     ORPHAN_BOUND_S,
     STOP_BOUND_S,
     launcher_sigkill,
     lost,
     stop_under_load,
 )
-from mmtriton_build.reliability.production import (
+from mmtriton_harness.reliability.production import (
     client_disconnects,
     idle_connections,
     prometheus_down,
 )
-from mmtriton_build.reliability.serve import ServeProcess
+from mmtriton_harness.reliability.serve import ServeProcess
 
 from ..conftest import require_repository
 

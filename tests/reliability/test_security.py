@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from mmtriton_build.reliability.security import (
+from mmtriton_harness.reliability.security import (
     admin_apis_refused,
     run_admin_apis,
     run_tls,
     run_upload_limits,
     tls_ok,
 )
-from mmtriton_build.reliability.servers import start_server
+from mmtriton_harness.reliability.servers import start_server
 
 from ..conftest import require_repository
 

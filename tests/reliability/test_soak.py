@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmtriton_build.reliability.soak import run_soak, soak_seconds
+from mmtriton_harness.reliability.soak import run_soak, soak_seconds
 
 pytestmark = pytest.mark.integration
 

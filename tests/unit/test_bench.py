@@ -17,13 +17,13 @@ import pytest
 from tritonclient.utils import serialize_byte_tensor
 
 from mmtriton import spec
-from mmtriton_build.bench import command, perf_analyzer, server
-from mmtriton_build.bench.load import LoadPoint, merge
-from mmtriton_build.bench.stats import latency_summary, parse_statistics, percentile, stats_delta
-from mmtriton_build.bench.workload import SUBSETS, mixed_samples
 from mmtriton_build.export import repository as repo_files
 from mmtriton_build.export.policy import POLICIES
 from mmtriton_client.client import Sample
+from mmtriton_harness.bench import command, perf_analyzer, server
+from mmtriton_harness.bench.load import LoadPoint, merge
+from mmtriton_harness.bench.stats import latency_summary, parse_statistics, percentile, stats_delta
+from mmtriton_harness.bench.workload import SUBSETS, mixed_samples
 
 REQUIRED_KEYS = {
     "limit_rps",

@@ -156,7 +156,7 @@ def test_a_step_continues_the_trace_triton_hands_it():
 
 
 def test_cache_trace_bench_reports_medians_spreads_and_hit_ratio():
-    from mmtriton_build.bench.cache_trace import format_report, summarise
+    from mmtriton_harness.bench.cache_trace import format_report, summarise
 
     def window(rps, hits, misses):
         return {"rps": rps, "p50_ms": 1000 / rps, "p99_ms": 2000 / rps, "errors": 0,

@@ -33,9 +33,9 @@ from pathlib import Path
 from mmtriton import spec
 from mmtriton.server.flags import DEFAULT_TRACE_RATE, OTLP_ENDPOINT_ENV
 from mmtriton.server.process import TritonProcess, start_on_free_ports
+from mmtriton_build.examples import load_examples
 from mmtriton_client.client import Sample
 
-from ..examples import load_examples
 from .load import measure, warm_up
 from .server import _children
 

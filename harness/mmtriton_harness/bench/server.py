@@ -9,9 +9,8 @@ from pathlib import Path
 from unittest import mock
 
 from mmtriton.server.process import TritonProcess, start_on_free_ports
-
-from ..export import repository as repo_files
-from ..export.policy import BatchPolicy
+from mmtriton_build.export import repository as repo_files
+from mmtriton_build.export.policy import BatchPolicy
 
 
 def start_server(repository: Path, log_dir: Path, timeout_s: float = 180) -> TritonProcess:

@@ -12,9 +12,9 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+from mmtriton_build.export.policy import POLICIES, BatchPolicy
 from mmtriton_client.client import Sample
 
-from ..export.policy import POLICIES, BatchPolicy
 from .load import LoadPoint, measure, merge, warm_up
 from .server import start_server, write_variant
 

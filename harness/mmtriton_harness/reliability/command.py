@@ -1,8 +1,8 @@
-"""`python -m mmtriton_build.reliability`: every scenario on real servers, a JSON report, a table.
+"""`mmtriton reliability`: every scenario on real servers, a JSON report, a table.
 
 make reliability                 # all scenarios, soak 40 s (about 5 minutes)
 make soak                        # the soak alone, SOAK_SECONDS (default 600)
-python -m mmtriton_build.reliability --only hostile security
+mmtriton reliability --only hostile security
 
 Exits 1 when any target (report.TARGETS) is missed, 0 when all that were measured are met.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -27,11 +26,14 @@ from .security import admin_apis_refused, run_admin_apis, run_tls, run_upload_li
 from .servers import kill_hard, start_server
 from .soak import run_soak, soak_seconds
 
+# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "hostile inputs, overload, faults, soak, security on real servers"
+
 SCENARIOS = ("hostile", "overload", "soak", "security", "faults")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mmtriton_build.reliability")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `mmtriton reliability`."""
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument(
         "--soak-seconds", type=float, default=None, help="default: $SOAK_SECONDS, else 40"
@@ -44,7 +46,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "reliability.json")
     parser.add_argument("--work-dir", type=Path, default=artifacts_dir() / "reliability")
     parser.add_argument("--no-web", action="store_true", help="skip the web page's hostile inputs")
-    return parser.parse_args(argv)
 
 
 def overload_on(server, examples) -> tuple[dict, int]:
@@ -71,7 +72,14 @@ def overload_on(server, examples) -> tuple[dict, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """`python -m mmtriton_harness.reliability` (the same as `mmtriton reliability`)."""
+    parser = argparse.ArgumentParser(prog="mmtriton reliability")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `mmtriton reliability`."""
     only, work = set(args.only), args.work_dir
     seconds = args.soak_seconds or soak_seconds(40)
     examples = load_examples(artifacts_dir(), 64)
@@ -150,7 +158,3 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     print(f"\nreport: {args.out}")
     return 1 if missed(summary) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

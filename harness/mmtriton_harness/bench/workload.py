@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmtriton import spec
+from mmtriton_build.examples import load_examples
 from mmtriton_client.client import Sample
-
-from ..examples import load_examples
 
 # Every non-empty subset of the modalities, for the mixed-traffic run.
 SUBSETS = spec.SUBSETS

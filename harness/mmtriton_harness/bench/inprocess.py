@@ -164,11 +164,11 @@ class TorchPipeline:
     def __init__(self, root: Path, repo: Path) -> None:
         import torch
 
-        from ..artifacts import BuildPaths
-        from ..config import DEFAULT_CONFIG, load_config
-        from ..encoders import load_pretrained_encoders
-        from ..fusion import load_fusion
-        from ..loaders import load_audio_encoder
+        from mmtriton_build.artifacts import BuildPaths
+        from mmtriton_build.config import DEFAULT_CONFIG, load_config
+        from mmtriton_build.encoders import load_pretrained_encoders
+        from mmtriton_build.fusion import load_fusion
+        from mmtriton_build.loaders import load_audio_encoder
 
         config = load_config(DEFAULT_CONFIG)
         paths = BuildPaths(root)
