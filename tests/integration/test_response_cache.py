@@ -150,3 +150,26 @@ def test_top_shows_each_encoders_hit_ratio(cached, examples):
     assert view.cache["image_encoder"] == (2.0, 1.0)
     assert view.cache["text_encoder"] == (0.0, 3.0)
     assert "cache      " in top.render(view) and "image_encoder 67% of" in top.render(view)
+
+
+def test_the_cache_and_tracing_bench_runs(tmp_path):
+    """`mmtriton bench --cache-trace --quick`: real servers, the report's JSON as it ships."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    command = ["bench", "--cache-trace", "--quick", "--json", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "mmtriton.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = {r["config"]: r for r in report["rows"]}
+    assert rows["cache on"]["image_hit_ratio"] > 0.9  # 8 repeating images
+    assert rows["cache off"]["image_hit_ratio"] is None  # no lookups at all
+    assert all(r["errors"] == 0 and r["rps"] > 0 and r["cpu_ms"] > 0 for r in rows.values())
+    assert report["otlp_exports"] > 0  # the traced server exported to the sink
