@@ -24,6 +24,7 @@ from .drain import DRAIN_FILE_ENV
 from .drain import drain as drain_pipeline
 from .flags import EXIT_TIMEOUT_S, ServerSettings, triton_args
 from .install import backend_directory, install_stub, tritonserver_binary
+from .procs import group_stubs
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"
@@ -64,7 +65,7 @@ def mapped_anywhere() -> set[Path]:
     return mapped
 
 
-def remove_stale_regions(min_age_s: float = 30.0) -> list[Path]:
+def remove_stale_regions(min_age_s: float = 5.0) -> list[Path]:
     """Remove regions no live process maps: left by a server that was SIGKILLed.
 
     Regions younger than `min_age_s` are spared: a server starting right now may have created
@@ -227,8 +228,9 @@ class TritonProcess:
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                self._kill_group()
                 proc.wait()
+        self._kill_group()  # stubs that outlived their server
         self._clean_up()
         return proc.returncode
 
@@ -243,11 +245,27 @@ class TritonProcess:
             return None
         if proc.poll() is None:
             self._shm_owned |= mapped_regions(proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        # Always the whole group: a tritonserver that crashed by itself leaves its stubs alive.
+        self._kill_group()
+        proc.wait()
         self._clean_up()
         return proc.returncode
+
+    def _kill_group(self) -> None:
+        """SIGKILL the server's process group while it runs, and then any stub left in it.
+
+        Once tritonserver is gone its pid may be reused, so stragglers are killed one by one,
+        each checked to be a Python-backend stub of this server's group.
+        """
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            return
+        for stub in group_stubs(self.process.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(stub.pid, signal.SIGKILL)
 
     def _clean_up(self) -> None:
         owned = self._shm_owned or shm_regions() - self._shm_before  # never ready: best guess

@@ -20,6 +20,7 @@ class Proc:
     state: str  # R, S, D, Z (zombie), ...
     comm: str
     cmdline: tuple[str, ...]
+    pgrp: int = 0  # process group
 
 
 def read_proc(pid: int) -> Proc | None:
@@ -32,7 +33,7 @@ def read_proc(pid: int) -> Proc | None:
     comm = stat[stat.index("(") + 1 : stat.rindex(")")]
     fields = stat[stat.rindex(")") + 2 :].split()
     args = tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
-    return Proc(pid, int(fields[1]), fields[0], comm, args)
+    return Proc(pid, int(fields[1]), fields[0], comm, args, int(fields[2]))
 
 
 def children(pid: int) -> list[Proc]:
@@ -42,6 +43,24 @@ def children(pid: int) -> list[Proc]:
         if entry.name.isdigit():
             proc = read_proc(int(entry.name))
             if proc is not None and proc.ppid == pid:
+                out.append(proc)
+    return out
+
+
+def group_stubs(pgid: int) -> list[Proc]:
+    """Live Python-backend stubs in process group `pgid`, whoever their parent is now (a stub
+    whose tritonserver died is reparented, yet stays in the server's group)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            proc = read_proc(int(entry.name))
+            if (
+                proc is not None
+                and proc.pgrp == pgid
+                and proc.state != "Z"
+                and proc.cmdline
+                and proc.cmdline[0].endswith(STUB_BINARY)
+            ):
                 out.append(proc)
     return out
 

@@ -60,10 +60,14 @@ class SupervisorPolicy:
     probe_failures_to_heal: int = 2
     start_timeout_s: float = 180.0
     restart_attempts: int = 3
-    # More heals than this within the window is a crash loop: give up, exit non-zero and let
-    # the kubelet (or the operator) take over with its own backoff.
-    max_heals: int = 5
-    heal_window_s: float = 600.0
+    # Heals are immediate up to this many within the window; beyond, each waits twice as long
+    # as the last (up to max_backoff_s), as a kubelet would. Giving up would not help: a
+    # server that comes back ready is worth keeping (Triton 2.51 segfaults now and then when
+    # clients disconnect mid-request, which no restart of the container fixes either). Only a
+    # server that cannot come back makes the supervisor give up (exit 1, liveness fails).
+    heals_before_backoff: int = 5
+    heal_window_s: float = 60.0
+    max_backoff_s: float = 30.0
     # A requested stop: drain for at most this long, then SIGTERM, SIGKILL after the grace.
     # With the drain flag's own 5 s and a probe in progress (6 s): below 30 s in all.
     stop_drain_s: float = 5.0
@@ -219,18 +223,18 @@ class Supervisor:
         detected = time.monotonic()
         self.health.set(HEALING, reason)
         self.say(f"unhealthy: {reason}; restarting tritonserver")
-        now = time.monotonic()
-        self._heal_times = [t for t in self._heal_times if now - t < self.policy.heal_window_s]
-        self._heal_times.append(now)
-        if len(self._heal_times) > self.policy.max_heals:
-            return self._give_up(
-                f"{len(self._heal_times)} heals within {self.policy.heal_window_s:.0f} s "
-                f"(last: {reason})"
-            )
         old = self.server
         assert old is not None
         raise_flag(old.drain_file)  # new requests: UNAVAILABLE (retryable), not INTERNAL
         old.kill()
+        backoff = self._backoff_s()
+        if backoff:
+            self.say(
+                f"{len(self._heal_times)} heals within {self.policy.heal_window_s:.0f} s: "
+                f"waiting {backoff:.0f} s before the restart"
+            )
+            if self.stop_event.wait(backoff):
+                return True
         error = ""
         for attempt in range(1, self.policy.restart_attempts + 1):
             if self.stop_event.is_set():
@@ -255,6 +259,14 @@ class Supervisor:
             self.say(f"healed in {event['healed_in_s']} s: tritonserver ready again")
             return True
         return self._give_up(f"tritonserver did not come back: {error}")
+
+    def _backoff_s(self) -> float:
+        """Seconds to wait before this heal's restart (0 unless heals come in a burst)."""
+        now = time.monotonic()
+        self._heal_times = [t for t in self._heal_times if now - t < self.policy.heal_window_s]
+        self._heal_times.append(now)
+        beyond = len(self._heal_times) - self.policy.heals_before_backoff
+        return 0.0 if beyond <= 0 else min(2.0**beyond, self.policy.max_backoff_s)
 
     def _give_up(self, why: str) -> bool:
         self.health.set(FAILED, why)

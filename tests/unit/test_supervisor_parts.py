@@ -231,3 +231,53 @@ def test_probe_payload_is_accepted_by_the_preprocessing_code():
     out = Preprocessor().preprocess_batch([payload["image"]], [payload["text"]], [payload["audio"]])
     assert out[spec.PRESENT.name].tolist() == [[1.0, 1.0, 1.0]]
     assert out[spec.AUDIO_MEL.name].any() and out[spec.IMAGE_PIXELS.name].any()
+
+
+def test_stubs_of_a_server_that_crashed_by_itself_are_killed(tmp_path):
+    """A tritonserver that dies on its own (a SIGSEGV) leaves its stubs alive in its process
+    group: stopping or healing it must take them too, and nothing outside that group."""
+    from mmtriton.server.process import TritonProcess
+    from mmtriton.server.procs import STUB_BINARY, group_stubs, read_proc
+
+    stub = tmp_path / STUB_BINARY  # a stand-in stub: `sleep` under the stub's name
+    stub.symlink_to("/bin/sleep")
+    fake_server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; subprocess.Popen([sys.argv[1], '60']); "
+            "print('started', flush=True); time.sleep(60)",
+            str(stub),
+        ],
+        stdout=subprocess.PIPE,
+        start_new_session=True,  # as TritonProcess starts tritonserver
+    )
+    bystander = subprocess.Popen([str(stub), "60"], start_new_session=True)
+    try:
+        assert fake_server.stdout.readline().strip() == b"started"
+        (orphan,) = group_stubs(fake_server.pid)
+        os.kill(fake_server.pid, signal.SIGKILL)  # the server crashes; its stub lives on
+        fake_server.wait()
+        assert read_proc(orphan.pid) is not None
+        server = TritonProcess(ServerSettings("/repo", admin_key="k"), process=fake_server)
+        server.kill()
+        deadline = time.monotonic() + 5
+        while (p := read_proc(orphan.pid)) is not None and p.state != "Z":
+            assert time.monotonic() < deadline, "the orphaned stub outlived the kill"
+            time.sleep(0.05)
+        assert bystander.poll() is None, "a stub of another group was killed"
+    finally:
+        bystander.kill()
+        bystander.wait()
+        for p in group_stubs(fake_server.pid):
+            os.kill(p.pid, signal.SIGKILL)
+
+
+def test_heals_in_a_burst_back_off_instead_of_giving_up():
+    from mmtriton.server.supervisor import Supervisor, SupervisorPolicy
+
+    policy = SupervisorPolicy(heals_before_backoff=2, heal_window_s=60, max_backoff_s=5)
+    supervisor = Supervisor(ServerSettings("/repo", admin_key="k"), None, policy=policy)
+    assert [supervisor._backoff_s() for _ in range(6)] == [0, 0, 2, 4, 5, 5]
+    supervisor._heal_times = [time.monotonic() - 120] * 6  # an old burst is forgotten
+    assert supervisor._backoff_s() == 0

@@ -36,8 +36,8 @@ PACE_S = 0.15  # per caller: about 6-7 requests/s each, well within capacity
 HEAL_BOUND_S = 30.0  # the issue's bound: next answer within 30 s of the fault
 STOP_BOUND_S = 30.0  # SIGTERM: exit 0 within 30 s in every state
 ORPHAN_BOUND_S = 5.0  # SIGKILL of the launcher: tritonserver gone, ports free within this
-# The supervisor's crash-loop bound: more heals than this within its window and it gives up.
-MAX_HEALS = SupervisorPolicy().max_heals
+# Heals the supervisor makes at once within its window (beyond, it backs off between them).
+MAX_HEALS = SupervisorPolicy().heals_before_backoff
 
 
 class ReadinessWatch:
@@ -243,8 +243,8 @@ def guarded(fn: Callable[..., dict], *args, label: dict | None = None, **kwargs)
 
 class Lineage:
     """`mmtriton serve` processes one after another, each given at most MAX_HEALS faults that
-    need a heal: more within the supervisor's window is a crash loop, and it then gives up on
-    purpose (exit 1, for the kubelet to restart the container)."""
+    need a heal: more within the supervisor's window and it backs off between restarts (on
+    purpose, as a kubelet would), which would blur the heal times measured here."""
 
     def __init__(self, repository: Path, log_dir: Path) -> None:
         self.repository, self.log_dir = repository, log_dir
