@@ -41,7 +41,7 @@ __all__ = [
     "parse_result",
 ]
 
-DEFAULT_URL = "localhost:8001"
+DEFAULT_URL = f"localhost:{spec.DEFAULT_PORTS['grpc']}"
 
 
 class ClientError(Exception):

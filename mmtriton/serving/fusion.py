@@ -1,6 +1,6 @@
 """The fusion model's forward pass in numpy, for Triton's Python backend (no torch there).
 
-It reads the npz written by `mmtriton_build.fusion.save_fusion` and reproduces
+It reads the npz the build's fusion module writes (`save_fusion`) and reproduces
 `FusionModel.forward` (a test holds the two within 1e-5).
 """
 

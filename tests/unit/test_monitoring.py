@@ -53,8 +53,6 @@ TRITON_METRICS = {
     "nv_inference_request_summary_us",
     "nv_cache_num_hits_per_model",  # with --cache-config, per model whose config caches
     "nv_cache_num_misses_per_model",
-    "nv_cache_num_hits_per_model",  # with --cache-config, per model whose config caches
-    "nv_cache_num_misses_per_model",
     "nv_cpu_utilization",
     "nv_cpu_memory_total_bytes",
     "nv_cpu_memory_used_bytes",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmtriton import spec
+from mmtriton.layout import DEFAULT_PLAN, ONNX_FILE, PLAN_PATTERN
 from mmtriton.paths import model_repository_dir
 from mmtriton.spec import ModelSpec
 
@@ -30,7 +31,6 @@ from . import engine_cache
 from .engine_cache import CacheEntry, LockTimeout, file_sha256
 from .gpu import GpuInfo, NoGpuError, detect_gpu
 from .policy import POLICIES
-from .repository import ONNX_FILE, PLAN_PATTERN
 
 # One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
 COMMAND_HELP = "build TensorRT engines on this GPU node"
@@ -41,7 +41,6 @@ IMAGE_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 TRT_VERSION_ENV = "TRT_VERSION"
 # Triton's default_model_filename for tensorrt_plan: loaded when cc_model_filenames has no entry
 # for the GPU's compute capability.
-DEFAULT_PLAN = "model.plan"
 DEFAULT_TIMEOUT_S = 3600
 
 

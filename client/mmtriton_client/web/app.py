@@ -293,7 +293,7 @@ def launch(
     triton_url: str = DEFAULT_URL,
     *,
     host: str = "0.0.0.0",
-    port: int = 7860,
+    port: int = spec.DEFAULT_WEB_PORT,
     block: bool = True,
     settings: WebSettings | None = None,
     startup_timeout_s: float = 30.0,

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from mmtriton import spec
+
 from ..cli import add_channel_arguments, channel_options
 from ..client import DEFAULT_URL
 
@@ -49,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        help="port to listen on (default $GRADIO_SERVER_PORT or 7860)",
+        default=int(os.environ.get("GRADIO_SERVER_PORT", spec.DEFAULT_WEB_PORT)),
+        help=f"port to listen on (default $GRADIO_SERVER_PORT or {spec.DEFAULT_WEB_PORT})",
     )
     parser.add_argument(
         "--triton-ca-cert",
