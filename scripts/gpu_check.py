@@ -49,9 +49,9 @@ def main() -> int:
     import torch
 
     from mmtriton import layout, spec
+    from mmtriton.backend.fusion import NumpyFusion
+    from mmtriton.backend.onnx_encoder import make_session
     from mmtriton.paths import artifacts_dir, model_repository_dir
-    from mmtriton.serving.fusion import NumpyFusion
-    from mmtriton.serving.onnx_encoder import make_session
     from mmtriton_build.artifacts import BuildPaths
     from mmtriton_build.config import load_config
     from mmtriton_build.export.gpu import detect_gpu

@@ -1,6 +1,6 @@
 """The fusion model: per-modality projections, sum / weighted / attention fusion, classifier.
 
-Its weights are saved as a flat npz that `mmtriton.serving.fusion` (numpy, no torch) loads to
+Its weights are saved as a flat npz that `mmtriton.backend.fusion` (numpy, no torch) loads to
 reproduce this forward pass inside Triton's Python backend.
 """
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mmtriton import spec
+from mmtriton.backend.onnx_encoder import make_session
 from mmtriton.paths import model_repository_dir
-from mmtriton.serving.onnx_encoder import make_session
 from mmtriton_build.artifacts import BuildPaths
 from mmtriton_build.export.onnx_export import onnx_io
 from mmtriton_build.export.parity import TOLERANCE, random_parity

@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from mmtriton import spec
+from mmtriton.backend import tracing as step_tracing
 from mmtriton.server.drain import DRAIN_FILE_ENV
 from mmtriton.server.flags import TRACE_SERVICE_NAME
-from mmtriton.serving import tracing as step_tracing
 from mmtriton_build.examples import load_examples
 from mmtriton_client.client import ClientError, MultimodalClient, RetryPolicy, Sample
 from mmtriton_harness.reliability.serve import ServeProcess

@@ -118,9 +118,9 @@ def test_engine_build_on_gpu(tmp_path) -> None:
     import numpy as np
     import tensorrt as trt
 
+    from mmtriton.backend.fusion import NumpyFusion
+    from mmtriton.backend.onnx_encoder import make_session
     from mmtriton.paths import artifacts_dir
-    from mmtriton.serving.fusion import NumpyFusion
-    from mmtriton.serving.onnx_encoder import make_session
     from mmtriton_build.artifacts import BuildPaths
     from mmtriton_build.config import load_config
     from mmtriton_build.export.trt_runner import TrtRunner, batched, encoder_inputs

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmtriton import spec
-from mmtriton.serving.fusion import NumpyFusion
+from mmtriton.backend.fusion import NumpyFusion
 from mmtriton_build.fusion import EMBED_DIMS, FusionModel, load_fusion, save_fusion
 
 MODES = spec.FUSION_MODES

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from mmtriton import spec
+from mmtriton.backend.batched import run_batched
+from mmtriton.backend.preprocess_model import request_samples
 from mmtriton.preprocess.errors import InvalidInput
 from mmtriton.server.flags import ServerSettings, triton_args
-from mmtriton.serving.batched import run_batched
-from mmtriton.serving.preprocess_model import request_samples
 from mmtriton_client.client import ClientError, Sample, build_inputs
 
 

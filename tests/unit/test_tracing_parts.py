@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from mmtriton import spec
+from mmtriton.backend import tracing as step_tracing
 from mmtriton.layout import onnx_path
 from mmtriton.server import flags
 from mmtriton.server.flags import ServerSettings, serve_args, triton_args
 from mmtriton.server.launcher import add_server_arguments, settings_from_args
-from mmtriton.serving import tracing as step_tracing
 from mmtriton_client import tracing as client_tracing
 
 

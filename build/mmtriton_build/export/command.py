@@ -50,7 +50,7 @@ def check_parity(config: BuildConfig, paths: BuildPaths, report_path: Path) -> d
 
     modules = load_encoders(config, paths)
     sessions_paths = onnx_paths(paths)
-    from mmtriton.serving.onnx_encoder import make_session
+    from mmtriton.backend.onnx_encoder import make_session
 
     report: dict = {"tolerance": TOLERANCE, "opset": OPSET, "encoders": {}}
     with paths.splits.open("rb") as f:

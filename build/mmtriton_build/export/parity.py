@@ -9,8 +9,8 @@ import torch
 from tqdm import tqdm
 
 from mmtriton import spec
-from mmtriton.serving.fusion import NumpyFusion
-from mmtriton.serving.onnx_encoder import make_session
+from mmtriton.backend.fusion import NumpyFusion
+from mmtriton.backend.onnx_encoder import make_session
 
 from .onnx_export import example_inputs
 

@@ -34,8 +34,8 @@ class OnnxPipeline:
     """preprocess -> three ONNX Runtime encoders -> numpy fusion, in this process."""
 
     def __init__(self, repo: Path, ort_threads: int) -> None:
-        from mmtriton.serving.fusion import NumpyFusion
-        from mmtriton.serving.onnx_encoder import make_session
+        from mmtriton.backend.fusion import NumpyFusion
+        from mmtriton.backend.onnx_encoder import make_session
 
         self.preprocessor = _preprocessor(repo)
         self.sessions = {

@@ -1,6 +1,6 @@
-"""Fusion and softmax classifier in numpy (logic in mmtriton.serving)."""
+"""Fusion and softmax classifier in numpy (logic in mmtriton.backend)."""
 
-from mmtriton.serving.fusion_model import FusionModel
+from mmtriton.backend.fusion_model import FusionModel
 
 
 class TritonPythonModel(FusionModel):

@@ -1,6 +1,6 @@
-"""CPU profile: ONNX Runtime runs this encoder's model.onnx (logic in mmtriton.serving)."""
+"""CPU profile: ONNX Runtime runs this encoder's model.onnx (logic in mmtriton.backend)."""
 
-from mmtriton.serving.onnx_encoder import OnnxEncoderModel
+from mmtriton.backend.onnx_encoder import OnnxEncoderModel
 
 
 class TritonPythonModel(OnnxEncoderModel):

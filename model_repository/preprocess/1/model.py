@@ -1,6 +1,6 @@
-"""First step of the ensemble: validate and decode raw inputs (logic in mmtriton.serving)."""
+"""First step of the ensemble: validate and decode raw inputs (logic in mmtriton.backend)."""
 
-from mmtriton.serving.preprocess_model import PreprocessModel
+from mmtriton.backend.preprocess_model import PreprocessModel
 
 
 class TritonPythonModel(PreprocessModel):

@@ -73,7 +73,7 @@ class StepTracer:
         self._provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=1000)
         )
-        self._tracer = self._provider.get_tracer("mmtriton.serving")
+        self._tracer = self._provider.get_tracer("mmtriton.backend")
         self._propagator = TraceContextTextMapPropagator()
 
     @property
