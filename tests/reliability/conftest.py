@@ -1,8 +1,7 @@
-"""One real tritonserver for the hostile, soak and security tests of this package.
+"""One real tritonserver shared by the hostile, soak and security tests of this package.
 
-It is stopped by the package's last test (test_zz_shutdown.py), which checks that a server
-that took every hostile input still exits 0 without leaving shared memory behind. Tests that
-kill or wedge a server start their own.
+Tests that kill, wedge or stop a server start their own (test_stop_after_hostile_inputs.py
+checks a clean stop after every hostile input, on its own server, in any test order).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from ..conftest import require_repository
 def rel_server(tmp_path_factory) -> Iterator[TritonProcess]:
     server = start_server(tmp_path_factory.mktemp("reliability"), repository=require_repository())
     yield server
-    if server.process.poll() is None:  # test_zz_shutdown did not run (-k): just clean up
+    if server.process.poll() is None:
         kill_hard(server)
 
 
