@@ -45,6 +45,10 @@ AUDIO_FRAMES = int(AUDIO_CLIP_SECONDS * AUDIO_SAMPLE_RATE) // AUDIO_HOP + 1
 DEFAULT_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}
 DEFAULT_WEB_PORT = 7860  # the web page (Gradio's own default)
 
+# Span attributes named alike by the client's spans and the Python steps' spans (tracing).
+SPAN_MODALITIES = "mmtriton.modalities"  # "image+text": what the request (or batch) carries
+SPAN_BATCH_SIZE = "mmtriton.batch_size"  # rows of this request
+
 # The most samples one client request may carry (the ensemble's max_batch_size).
 MAX_REQUEST_BATCH = 32
 

@@ -24,10 +24,9 @@ from typing import Any
 from mmtriton import spec
 
 TRACER_NAME = "mmtriton_client"
-# The same attributes as the server's step spans (mmtriton/backend/tracing.py: the client
-# distribution does not ship that package; tests/unit/test_tracing_parts.py keeps them equal).
-MODALITIES = "mmtriton.modalities"
-BATCH_SIZE = "mmtriton.batch_size"
+# The same attributes as the server's step spans (defined once, in the contract).
+MODALITIES = spec.SPAN_MODALITIES
+BATCH_SIZE = spec.SPAN_BATCH_SIZE
 ERROR_STATUS = "rpc.grpc.status"
 
 

@@ -26,8 +26,8 @@ from mmtriton import spec
 from mmtriton.server.flags import OTLP_ENDPOINT_ENV
 
 # Span attributes, shared with the client's span (mmtriton_client.tracing).
-MODALITIES = "mmtriton.modalities"  # "image+text": what the request (or batch) carries
-BATCH_SIZE = "mmtriton.batch_size"  # rows of this request
+MODALITIES = spec.SPAN_MODALITIES
+BATCH_SIZE = spec.SPAN_BATCH_SIZE
 STEP_BATCH_SIZE = "mmtriton.step_batch_size"  # rows the step executed together (dynamic batch)
 ERROR_REASON = "mmtriton.error.reason"  # the refusal's machine-readable reason (InvalidInput)
 ERROR_MODALITY = "mmtriton.error.modality"

@@ -103,11 +103,6 @@ def test_serve_args_carry_tracing_and_cache_settings(tmp_path):
     )
 
 
-def test_client_and_steps_name_the_shared_attributes_alike():
-    assert client_tracing.MODALITIES == step_tracing.MODALITIES
-    assert client_tracing.BATCH_SIZE == step_tracing.BATCH_SIZE
-
-
 def test_modalities_attribute_lists_what_any_row_carries():
     present = np.array([[True, False, False], [False, False, True]])
     assert step_tracing.modalities_attribute(present) == "image+audio"
