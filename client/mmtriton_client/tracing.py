@@ -47,6 +47,15 @@ def _trace_api():
     return trace
 
 
+def current_trace_id() -> str | None:
+    """The trace id (32 hex digits) of the span this code runs in, if one is recording."""
+    trace = _trace_api()
+    if trace is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
+
+
 def sample_modalities(samples: Sequence[Any]) -> str:
     """`image+text`: the modalities present in any of the samples."""
     given = {m for s in samples for m in s.modalities()}

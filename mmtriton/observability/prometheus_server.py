@@ -290,6 +290,8 @@ class PrometheusServer:
             f"--storage.tsdb.path={self.data_dir / 'data'}",
             f"--web.listen-address={self.host}:{self.port}",
             "--log.level=warn",
+            # The web page's latency histogram carries trace ids as exemplars.
+            "--enable-feature=exemplar-storage",
         ]
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(

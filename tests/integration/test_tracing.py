@@ -320,3 +320,55 @@ def test_the_async_client_propagates_its_span_too(serve, receiver, app_tracing):
         receiver, lambda: asyncio.run(call()), {CLIENT_SPAN, "InferRequest", "fusion.fuse"}
     )
     assert spans["InferRequest"].parent_span_id == spans[CLIENT_SPAN].span_id
+
+
+def test_a_page_request_links_to_its_trace_through_prometheus_exemplars(
+    serve, receiver, app_tracing
+):
+    """The dashboard's exemplars: Prometheus scrapes the page's latency histogram with the
+    trace id of each traced submission, and that id is the trace the page exported."""
+    import json
+    import time
+    import urllib.parse
+
+    from gradio_client import Client
+
+    from mmtriton.observability.prometheus_server import PrometheusServer
+    from mmtriton.server.process import free_port
+    from mmtriton_client.web.app import WebSettings, launch
+
+    page = launch(
+        host="127.0.0.1",
+        port=free_port(),
+        block=False,
+        settings=WebSettings(triton_url=serve.grpc_url, n_examples=0),
+    )
+    try:
+        with PrometheusServer(
+            f"127.0.0.1:{serve.metrics_port}", f"127.0.0.1:{page.port}", scrape_interval="1s"
+        ) as prometheus:
+            start = time.time()
+            answer = Client(page.url, verbose=False).predict(None, "the digit two", None)
+            assert answer["label"] == "2"
+            query = urllib.parse.urlencode(
+                {
+                    "query": "mmtriton_web_request_seconds_bucket",
+                    "start": start - 5,
+                    "end": time.time() + 60,
+                }
+            )
+            deadline = time.monotonic() + 30
+            trace_ids: list[str] = []
+            while not trace_ids and time.monotonic() < deadline:
+                with urllib.request.urlopen(
+                    f"{prometheus.url}/api/v1/query_exemplars?{query}", timeout=5
+                ) as resp:
+                    data = json.load(resp)["data"]
+                trace_ids = [e["labels"]["trace_id"] for s in data for e in s["exemplars"]]
+                time.sleep(0.5)
+    finally:
+        page.stop()
+    assert trace_ids, "Prometheus stored no exemplar for the page's latency"
+    spans = receiver.wait_for(lambda got: any(s.trace_id == trace_ids[-1] for s in got))
+    names = {s.name for s in spans if s.trace_id == trace_ids[-1]}
+    assert PAGE_SPAN in names and CLIENT_SPAN in names, names

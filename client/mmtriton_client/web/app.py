@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
@@ -240,8 +240,8 @@ def create_app(
     app = FastAPI(title=TITLE, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
-        body, content_type = metrics.exposition()
+    def prometheus_metrics(request: Request) -> Response:
+        body, content_type = metrics.exposition(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
     @app.get("/healthz", include_in_schema=False)

@@ -29,6 +29,8 @@ from prometheus_client import (
 
 from mmtriton import spec
 
+from ..tracing import current_trace_id
+
 WEB_REQUESTS = "mmtriton_web_requests_total"
 WEB_ERRORS = "mmtriton_web_errors_total"
 WEB_REQUEST_SECONDS = "mmtriton_web_request_seconds"
@@ -91,7 +93,11 @@ class WebMetrics:
         if modalities not in WEB_MODALITY_LABELS:
             raise ValueError(f"unknown modalities label {modalities!r}")
         self.requests.labels(modalities=modalities).inc()
-        self.request_seconds.observe(max(seconds, 0.0))
+        # The trace of this submission as an exemplar: a slow bucket on the dashboard links to
+        # the trace that explains it (served in the OpenMetrics format, see exposition).
+        trace_id = current_trace_id()
+        exemplar = {"trace_id": trace_id} if trace_id else None
+        self.request_seconds.observe(max(seconds, 0.0), exemplar=exemplar)
 
     def count_error(self, kind: str) -> None:
         """One failed submission of `kind` (one of WEB_ERROR_KINDS)."""
@@ -108,6 +114,11 @@ class WebMetrics:
         finally:
             self.observe_request(modalities, time.perf_counter() - start)
 
-    def exposition(self) -> tuple[bytes, str]:
-        """The body and Content-Type to serve on `/metrics`."""
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The body and Content-Type to serve on `/metrics`: OpenMetrics (with exemplars) when
+        the scraper asks for it, as Prometheus does, else the classic text format."""
+        if accept and "application/openmetrics-text" in accept:
+            from prometheus_client.openmetrics import exposition as openmetrics
+
+            return openmetrics.generate_latest(self.registry), openmetrics.CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
