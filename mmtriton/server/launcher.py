@@ -145,8 +145,7 @@ def start_supervised(args: argparse.Namespace, stop: threading.Event) -> Supervi
             f"error: health port {settings.health_port} is not free ({exc.strerror}); "
             "pass --health-port or stop the other server"
         ) from exc
-    supervisor = Supervisor(settings, log, health, health_server=health_server)
-    supervisor.stop_event = stop
+    supervisor = Supervisor(settings, log, health, health_server=health_server, stop_event=stop)
     print(
         f"starting tritonserver ({args.profile} profile), log: {log or 'this output'}", flush=True
     )

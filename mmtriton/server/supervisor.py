@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .drain import raise_flag
 from .flags import ServerSettings
 from .health import (
     FAILED,
@@ -105,6 +104,7 @@ class Supervisor:
         policy: SupervisorPolicy | None = None,
         say: Callable[[str], None] = lambda line: print(line, flush=True),
         health_server: HealthServer | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.settings, self.log_path = settings, log_path
         self.health_server = health_server  # stopped by whoever started it
@@ -121,7 +121,8 @@ class Supervisor:
         self._probe_failures = 0
         self._next_probe = 0.0
         self._heal_times: list[float] = []
-        self.stop_event = threading.Event()
+        # Set by SIGTERM/Ctrl-C (launcher.stop_on_signals): ends the loop and any wait.
+        self.stop_event = stop_event or threading.Event()
 
     def _tick(self) -> None:
         """Heartbeat while waiting; aborts the wait once a stop was asked for."""
@@ -225,8 +226,7 @@ class Supervisor:
         self.say(f"unhealthy: {reason}; restarting tritonserver")
         old = self.server
         assert old is not None
-        raise_flag(old.drain_file)  # new requests: UNAVAILABLE (retryable), not INTERNAL
-        old.kill()
+        old.kill()  # at once: a graceful stop would wait for requests that will never finish
         backoff = self._backoff_s()
         if backoff:
             self.say(

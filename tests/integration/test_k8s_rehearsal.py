@@ -25,17 +25,6 @@ def _require_repository() -> None:
         pytest.fail("model_repository is not exported; run `make repository`")
 
 
-def _supervised(overlay: str) -> bool:
-    """True when the overlay's Triton container runs `mmtriton serve` with its health port
-    (issue 13's supervisor): only then can a pod heal a dead stub in place."""
-    for obj in render(ROOT / "k8s" / "overlays" / overlay).of_kind("Deployment"):
-        for c in obj["spec"]["template"]["spec"]["containers"]:
-            names = {p.get("name") for p in c.get("ports", [])}
-            if "health" in names and "serve" in [*(c.get("command") or []), *c.get("args", [])]:
-                return True
-    return False
-
-
 def _rehearse(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
     summary_path = tmp_path / "summary.json"
     done = subprocess.run(
@@ -63,14 +52,11 @@ def _rehearse(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory) -> dict:
-    """`python -m k8s.rehearsal --overlay cpu [--heal]`, once for the module."""
+    """`python -m k8s.rehearsal --overlay cpu --heal`, once for the module."""
     _require_repository()
-    heal = _supervised("cpu")
-    args = ["--overlay", "cpu", "--samples", "32"]  # every Deployment: Triton and the page
-    code, summary, log = _rehearse(
-        tmp_path_factory.mktemp("cpu"), *args, *(["--heal"] if heal else [])
-    )
-    summary["_exit"], summary["_log"], summary["_heal"] = code, log, heal
+    args = ["--overlay", "cpu", "--samples", "32", "--heal"]  # every Deployment, then faults
+    code, summary, log = _rehearse(tmp_path_factory.mktemp("cpu"), *args)
+    summary["_exit"], summary["_log"] = code, log
     summary["_readiness"] = _triton_probe("cpu", "readinessProbe")
     return summary
 
@@ -160,8 +146,6 @@ def _grace(overlay: str) -> float:
 
 
 def test_dead_stub_turns_readiness_false_naming_it_then_heals_in_place(cpu_run):
-    if not cpu_run["_heal"]:
-        pytest.skip("the cpu overlay does not run `mmtriton serve` with a health port yet")
     kill = cpu_run["stub_kill"]
     assert "error" not in kill, _explain(cpu_run)
     # The pod's readiness endpoint (what the kubelet probes) said 503 within 5 s, naming it...
@@ -182,8 +166,6 @@ def test_dead_stub_turns_readiness_false_naming_it_then_heals_in_place(cpu_run):
 
 
 def test_liveness_failure_restarts_the_container(cpu_run):
-    if not cpu_run["_heal"]:
-        pytest.skip("the cpu overlay does not run `mmtriton serve` with a health port yet")
     freeze = cpu_run["freeze"]
     assert "error" not in freeze, _explain(cpu_run)
     assert freeze["killed_by"] and freeze["killed_by"].startswith("liveness"), freeze

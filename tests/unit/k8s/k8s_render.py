@@ -31,9 +31,9 @@ def load_generator():
 
 
 def render(path: Path) -> str:
-    """`kubectl kustomize path`, skipping the test when kubectl is absent."""
+    """`kubectl kustomize path`; fails, saying what to install, when kubectl is absent."""
     if KUBECTL is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not on PATH: cannot render")
+        pytest.fail("kubectl (with its built-in kustomize) is not on PATH: install it to render")
     result = subprocess.run(
         [KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=120
     )

@@ -98,7 +98,7 @@ def secrets_block() -> str:
 def documented(tmp_path_factory) -> list[dict[str, Any]]:
     """The documented Secret commands, run in a scratch folder with kubectl --dry-run=client."""
     if KUBECTL is None or shutil.which("openssl") is None:
-        pytest.skip("kubectl and openssl are needed to run the documented commands")
+        pytest.fail("kubectl and openssl are needed to run the documented commands: install them")
     work = tmp_path_factory.mktemp("docs-secrets")
     script = "set -euo pipefail\n" + KUBECTL_SHIM + secrets_block()
     result = subprocess.run(
