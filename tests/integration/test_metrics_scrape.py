@@ -57,6 +57,25 @@ def _scrape(url: str) -> top.Snapshot:
         return top.parse_metrics(response.read().decode(), time.monotonic())
 
 
+def _scrape_settled(url: str, names: tuple[str, ...], timeout: float = 10.0) -> top.Snapshot:
+    """A scrape taken once the counters `names` stopped moving.
+
+    The Python backend records its custom metrics inside execute(), but Triton reports the
+    model's own statistics (nv_inference_*) only after the response went back, so a scrape
+    taken the instant the last answer arrives can see one side counted and not the other.
+    """
+    deadline = time.monotonic() + timeout
+    previous = _scrape(url)
+    while True:
+        time.sleep(0.3)
+        current = _scrape(url)
+        if all(previous.series(n) == current.series(n) for n in names):
+            return current
+        if time.monotonic() > deadline:
+            pytest.fail(f"the counters {names} were still moving {timeout:.0f} s after the load")
+        previous = current
+
+
 def _sample(example, subset) -> Sample:
     return Sample(
         image=example.image if "image" in subset else None,
@@ -87,12 +106,19 @@ def _send(url: str, samples: list[Sample]) -> tuple[int, int]:
 
 
 def test_custom_metrics_count_what_was_sent(triton_server, examples):
-    before = _scrape(triton_server.metrics_url)
+    counters = (
+        "nv_inference_exec_count",
+        "nv_inference_count",
+        f"{m.BATCH_SIZE}_count",
+        f"{m.EXECUTE_SECONDS}_count",
+        f"{m.PIPELINE_SECONDS}_count",
+    )
+    before = _scrape_settled(triton_server.metrics_url, counters)
     samples = [_sample(e, subset) for e in examples[:6] for subset in SUBSETS]
     broken = [Sample(image=BROKEN_PNG, text="seven") for _ in range(3)]
     ok, failed = _send(triton_server.grpc_url, samples + broken)
     assert (ok, failed) == (len(samples), len(broken))
-    after = _scrape(triton_server.metrics_url)
+    after = _scrape_settled(triton_server.metrics_url, counters)
 
     def delta(name, keys=("model",)):
         return top.counter_deltas(before, after, name, keys)
