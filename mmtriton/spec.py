@@ -52,6 +52,13 @@ SPAN_BATCH_SIZE = "mmtriton.batch_size"  # rows of this request
 # The most samples one client request may carry (the ensemble's max_batch_size).
 MAX_REQUEST_BATCH = 32
 
+# "Not sure": an answer whose top probability is below the model's threshold is reported as not
+# confident. The build chooses the threshold on validation data and writes it into the ensemble's
+# config.pbtxt as this parameter; clients read it from the served model's config (the default
+# applies to a repository that does not carry it).
+CONFIDENCE_THRESHOLD_PARAMETER = "confidence_threshold"
+DEFAULT_CONFIDENCE_THRESHOLD = 0.5
+
 # Encoder output sizes.
 IMAGE_EMBED_DIM = 1280
 TEXT_EMBED_DIM = 384
