@@ -37,7 +37,7 @@ from mmtriton_build.examples import load_examples
 from mmtriton_client.client import Sample
 
 from .load import measure, warm_up
-from .server import _children
+from .server import server_cpu_s
 
 GALLERY_IMAGES = 8  # distinct images the workload repeats
 SAMPLES_PER_WINDOW = 4000  # more requests than a window sends: no text ever repeats
@@ -131,25 +131,6 @@ def start(config: Config, repo: Path, log_dir: Path, sink: SpanSink) -> TritonPr
         return start_on_free_ports(repo, log_dir, **overrides)
     finally:
         os.environ.pop(OTLP_ENDPOINT_ENV, None)
-
-
-def server_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by tritonserver and its stubs.
-
-    Per request, this is the cost of a configuration that other jobs on a shared machine do
-    not blur the way they blur throughput.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    tree, todo, total = _children(), [pid], 0
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-        todo.extend(tree.get(p, []))
-    return total / tick
 
 
 def _spread(values: list[float]) -> str:

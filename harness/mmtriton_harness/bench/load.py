@@ -7,8 +7,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from mmtriton import spec
 from mmtriton_client.client import AsyncMultimodalClient, ClientError, RetryPolicy, Sample
 
+from .server import server_cpu_s
 from .stats import latency_summary, parse_statistics, stats_delta
 
 
@@ -26,8 +28,24 @@ class LoadPoint:
     models: dict[str, dict]
     latencies_s: tuple[float, ...] = ()
     window_s: float = 0.0
+    server_cpu_s: float | None = None  # tritonserver + stubs, during the window (if asked)
+    client_cpu_s: float = 0.0  # this process (the load generator), during the window
+
+    @property
+    def answered(self) -> int:
+        """Requests the ensemble answered during the window (Triton's own count)."""
+        return int(self.models.get(spec.ENSEMBLE.name, {}).get("requests", 0))
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        """Server CPU ms (tritonserver and its Python stubs) per request answered."""
+        if self.server_cpu_s is None or not self.answered:
+            return None
+        return 1000 * self.server_cpu_s / self.answered
 
     def as_dict(self) -> dict:
+        cpu = self.cpu_ms_per_request
+        client = 1000 * self.client_cpu_s / self.answered if self.answered else None
         return {
             "label": self.label,
             "concurrency": self.concurrency,
@@ -36,6 +54,8 @@ class LoadPoint:
             "errors": self.errors,
             "error_kinds": self.error_kinds,
             "requests": self.requests,
+            "cpu_ms_per_request": None if cpu is None else round(cpu, 3),
+            "client_cpu_ms_per_request": None if client is None else round(client, 3),
             "models": self.models,
         }
 
@@ -54,6 +74,7 @@ async def _measure(
     warmup_s: float,
     duration_s: float,
     label: str,
+    server_pid: int | None = None,
 ) -> LoadPoint:
     records: list[tuple[float, float, str | None]] = []  # (start, end, error status)
     stop = asyncio.Event()
@@ -78,9 +99,13 @@ async def _measure(
     try:
         await asyncio.sleep(warmup_s)
         before = await asyncio.to_thread(_statistics, url)
+        cpu0 = None if server_pid is None else server_cpu_s(server_pid)
+        client0 = time.process_time()
         window_start = time.perf_counter()
         await asyncio.sleep(duration_s)
         window_end = time.perf_counter()
+        client1 = time.process_time()
+        cpu1 = None if server_pid is None else server_cpu_s(server_pid)
         after = await asyncio.to_thread(_statistics, url)
     finally:
         stop.set()
@@ -100,6 +125,8 @@ async def _measure(
         models=stats_delta(before, after),
         latencies_s=tuple(ok),
         window_s=window_end - window_start,
+        server_cpu_s=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+        client_cpu_s=client1 - client0,
     )
 
 
@@ -131,6 +158,10 @@ def merge(points: list[LoadPoint]) -> LoadPoint:
         models=models,
         latencies_s=latencies,
         window_s=window,
+        server_cpu_s=None
+        if any(p.server_cpu_s is None for p in points)
+        else sum(p.server_cpu_s for p in points),
+        client_cpu_s=sum(p.client_cpu_s for p in points),
     )
 
 
@@ -141,9 +172,13 @@ def measure(
     warmup_s: float,
     duration_s: float,
     label: str = "all three",
+    server_pid: int | None = None,
 ) -> LoadPoint:
-    """Run `concurrency` closed-loop workers; measure the window after `warmup_s`."""
-    return asyncio.run(_measure(url, samples, concurrency, warmup_s, duration_s, label))
+    """Run `concurrency` closed-loop workers; measure the window after `warmup_s`.
+
+    With `server_pid`, also the CPU the server's process tree used during the window.
+    """
+    return asyncio.run(_measure(url, samples, concurrency, warmup_s, duration_s, label, server_pid))
 
 
 def warm_up(url: str, samples: list[Sample], rounds: int = 2) -> None:

@@ -53,6 +53,25 @@ def process_tree_rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by tritonserver and its stubs.
+
+    Per request, this is the cost of a configuration that other jobs on a shared machine do
+    not blur the way they blur throughput.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    tree, todo, total = _children(), [pid], 0
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        todo.extend(tree.get(p, []))
+    return total / tick
+
+
 def strip_dynamic_batching(config: str) -> str:
     """The config without its `dynamic_batching { ... }` block (max_batch_size is kept)."""
     start = config.find("dynamic_batching {")
