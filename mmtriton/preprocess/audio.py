@@ -13,13 +13,14 @@ from __future__ import annotations
 import importlib.util
 import io
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
@@ -99,9 +100,26 @@ def read_audio(handle: sf.SoundFile) -> tuple[np.ndarray, int]:
         ) from None
     if samples.shape[0] == 0:
         raise _audio_error("audio_empty", "audio has no samples (0 frames)")
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+    mono = _channel_mean(samples)
+    if not np.isfinite(mono).all():  # the check is 10x cheaper than the copy nan_to_num makes
+        mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def _channel_mean(samples: np.ndarray) -> np.ndarray:
+    """``samples.mean(axis=1)``, bit for bit, without numpy's slow length-2 row reductions.
+
+    Stereo is (left + right) / 2 in float32, which is exactly what numpy's reduction computes
+    for two channels; other channel counts keep numpy's own (pairwise) order.
+    """
+    channels = samples.shape[1]
+    if channels == 1:
+        return samples[:, 0]
+    if channels == 2:
+        both = samples[:, 0] + samples[:, 1]
+        both /= np.float32(2.0)
+        return both
+    return samples.mean(axis=1)
 
 
 def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
@@ -115,11 +133,34 @@ def resample(samples: np.ndarray, sr: int) -> np.ndarray:
     target = spec.AUDIO_SAMPLE_RATE
     if sr == target:
         return x
-    ratio = Fraction(target, int(sr))  # reduced by the gcd
+    up, down = _resample_factors(int(sr))
+    out = resample_poly(x, up, down, window=_resample_filter(up, down))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@lru_cache(maxsize=32)
+def _resample_factors(sr: int) -> tuple[int, int]:
+    """(up, down) for ``sr`` -> AUDIO_SAMPLE_RATE, reduced by the gcd, capped for odd rates."""
+    ratio = Fraction(spec.AUDIO_SAMPLE_RATE, sr)
     if max(ratio.numerator, ratio.denominator) > _MAX_RESAMPLE_FACTOR:
         ratio = ratio.limit_denominator(_MAX_RESAMPLE_FACTOR)
-    out = resample_poly(x, ratio.numerator, ratio.denominator)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return ratio.numerator, ratio.denominator
+
+
+@lru_cache(maxsize=32)
+def _resample_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR that ``resample_poly(x, up, down)`` designs for float32 ``x`` by
+    default (Kaiser, beta 5, 20 taps per phase), designed once per rate pair.
+
+    Designing it costs more than filtering a short clip (8,821 taps for 22.05 kHz); passed as
+    ``window`` it is used as is (resample_poly copies it before scaling), so the output is
+    bit for bit the default's.
+    """
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    taps = taps.astype(np.float32)
+    taps.flags.writeable = False
+    return taps
 
 
 # --------------------------------------------------------------------------- voice activity
@@ -186,32 +227,58 @@ class VoiceActivityTrimmer:
 
     def speech_probabilities(self, samples_16k: np.ndarray) -> np.ndarray:
         """One speech probability per 512-sample window (the last one zero-padded)."""
-        x = np.asarray(samples_16k, dtype=np.float32).ravel()
-        n_windows = math.ceil(x.size / self.WINDOW)
-        if n_windows == 0:
-            return np.zeros(0, dtype=np.float32)
-        padded = np.zeros(self.CONTEXT + n_windows * self.WINDOW, dtype=np.float32)
-        padded[self.CONTEXT : self.CONTEXT + x.size] = x
-        state = np.zeros((2, 1, 128), dtype=np.float32)
-        probs = np.empty(n_windows, dtype=np.float32)
+        return self.speech_probabilities_batch([samples_16k])[0]
+
+    def speech_probabilities_batch(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``speech_probabilities`` of each clip, computed for all clips at once.
+
+        Silero is recurrent, so one clip's windows run in order; but the clips of a batch are
+        independent rows, so window ``i`` of every clip still long enough goes through one
+        model call (16 clips: one call instead of 16, half the CPU). The clips run longest
+        first so the rows still active are always a prefix; each row's result is exactly the
+        one-clip result (the model's batch rows do not interact).
+        """
+        xs = [np.asarray(c, dtype=np.float32).ravel() for c in clips]
+        counts = [math.ceil(x.size / self.WINDOW) for x in xs]
+        order = sorted(range(len(xs)), key=lambda i: -counts[i])
+        longest = counts[order[0]] if xs else 0
+        probs = [np.empty(n, dtype=np.float32) for n in counts]
+        if longest == 0:
+            return probs
+        # Row r = clip order[r], zero-padded; the 64 samples before a window are its context.
+        padded = np.zeros((len(xs), self.CONTEXT + longest * self.WINDOW), dtype=np.float32)
+        for row, i in enumerate(order):
+            padded[row, self.CONTEXT : self.CONTEXT + xs[i].size] = xs[i]
+        state = np.zeros((2, len(xs), 128), dtype=np.float32)
+        out_rows = np.empty((len(xs), longest), dtype=np.float32)
         run = self._session.run
         span = self.CONTEXT + self.WINDOW
-        for i in range(n_windows):
-            start = i * self.WINDOW  # context = the 64 samples before this window
-            chunk = padded[start : start + span][None, :]
+        active = len(xs)
+        for w in range(longest):
+            while counts[order[active - 1]] <= w:  # the shortest clips have finished
+                active -= 1
+            if state.shape[1] != active:
+                state = np.ascontiguousarray(state[:, :active])
+            start = w * self.WINDOW
+            chunk = np.ascontiguousarray(padded[:active, start : start + span])
             out, state = run(None, {"input": chunk, "state": state, "sr": self._sr})
-            probs[i] = out[0, 0]
+            out_rows[:active, w] = out[:, 0]
+        for row, i in enumerate(order):
+            probs[i][:] = out_rows[row, : counts[i]]
         return probs
 
     def speech_bounds(self, samples_16k: np.ndarray) -> tuple[int, int]:
         """[start, end) sample range to keep."""
-        n = int(np.asarray(samples_16k).size)
-        probs = self.speech_probabilities(samples_16k)
+        x = np.asarray(samples_16k, dtype=np.float32).ravel()
+        return self._bounds(x, self.speech_probabilities(x))
+
+    def _bounds(self, x: np.ndarray, probs: np.ndarray) -> tuple[int, int]:
+        n = int(x.size)
         speech = np.flatnonzero(probs >= self.threshold)
         if speech.size:
             start, end = int(speech[0]) * self.WINDOW, (int(speech[-1]) + 1) * self.WINDOW
         else:
-            start, end = self._energy_bounds(samples_16k)
+            start, end = self._energy_bounds(x)
         return max(0, start - self.lead_pad), min(n, end + self.pad)
 
     def _energy_bounds(self, samples_16k: np.ndarray) -> tuple[int, int]:
@@ -229,11 +296,20 @@ class VoiceActivityTrimmer:
 
     def trim(self, samples_16k: np.ndarray) -> np.ndarray:
         """The clip without its leading and trailing non-speech (plus padding)."""
-        x = np.asarray(samples_16k, dtype=np.float32).ravel()
-        if x.size == 0:
-            return x
-        start, end = self.speech_bounds(x)
-        return x[start:end]
+        return self.trim_batch([samples_16k])[0]
+
+    def trim_batch(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``trim`` of each clip, with one model call per window position for all of them."""
+        xs = [np.asarray(c, dtype=np.float32).ravel() for c in clips]
+        probs = self.speech_probabilities_batch(xs)
+        out = []
+        for x, p in zip(xs, probs, strict=True):
+            if x.size == 0:
+                out.append(x)
+                continue
+            start, end = self._bounds(x, p)
+            out.append(x[start:end])
+        return out
 
     __call__ = trim
 
@@ -340,10 +416,19 @@ def features_from_samples(
     samples: np.ndarray, sr: int, trimmer: VoiceActivityTrimmer | None
 ) -> np.ndarray:
     """Waveform at any rate -> AUDIO_MEL [1, M, F]: resample, trim (unless None), log-mel."""
-    x = resample(samples, sr)
-    if trimmer is not None:
-        x = trimmer.trim(x)
-    return log_mel(x)
+    return features_batch([resample(samples, sr)], trimmer)[0]
+
+
+def features_batch(
+    clips_16k: Sequence[np.ndarray], trimmer: VoiceActivityTrimmer | None
+) -> list[np.ndarray]:
+    """16 kHz waveforms -> AUDIO_MEL [1, M, F] each: trimmed together (unless None), log-mel.
+
+    Each result equals ``features_from_samples`` of that clip alone; the batch only shares
+    the VAD's model calls.
+    """
+    clips = trimmer.trim_batch(clips_16k) if trimmer is not None else list(clips_16k)
+    return [log_mel(x) for x in clips]
 
 
 def preprocess_audio(data: bytes, trimmer: VoiceActivityTrimmer | None) -> np.ndarray:

@@ -21,9 +21,10 @@ import numpy as np
 from mmtriton import spec
 from mmtriton.preprocess.audio import (
     VoiceActivityTrimmer,
-    features_from_samples,
+    features_batch,
     open_audio,
     read_audio,
+    resample,
 )
 from mmtriton.preprocess.errors import InvalidInput
 from mmtriton.preprocess.image import image_to_gray, normalize_digit, open_image, to_pixels
@@ -138,6 +139,8 @@ class Preprocessor:
             size = spec.IMAGE_SIZE
             pixels = np.zeros((n, 3, size, size), dtype=spec.IMAGE_PIXELS.numpy_dtype)
             mel = np.zeros((n, *spec.AUDIO_MEL.dims), dtype=spec.AUDIO_MEL.numpy_dtype)
+            audio_rows: list[int] = []
+            clips: list[np.ndarray] = []
             for i in range(n):
                 try:
                     if image_handles[i] is not None:
@@ -146,12 +149,17 @@ class Preprocessor:
                     if audio_handles[i] is not None:
                         handle, audio_handles[i] = audio_handles[i], None
                         samples, rate = read_audio(handle)
-                        mel[i] = features_from_samples(samples, rate, self.trimmer)
+                        audio_rows.append(i)
+                        clips.append(resample(samples, rate))
                 except InvalidInput as exc:
                     raise exc.at(i) from None
         finally:
             _close(image_handles)
             _close(audio_handles)
+        # Decoding is where a sample can still be refused, so every sample is decoded (in
+        # order: the first bad one is the one named) before the clips share the VAD's calls.
+        if clips:
+            mel[audio_rows] = np.stack(features_batch(clips, self.trimmer))
 
         # Absent texts get the tokenisation of "" ([CLS] [SEP]): a well-formed sequence that
         # keeps mean pooling finite; PRESENT tells fusion to ignore it.
