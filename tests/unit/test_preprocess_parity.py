@@ -83,7 +83,7 @@ def audio_corpus(voices) -> list[bytes]:
         if channels > 1:
             gains = np.array([1.0, 0.8, 0.5][:channels], np.float32)
             mono = mono[:, None] * gains + rng.normal(0, 1e-3, (mono.size, channels))
-        fmt, subtype = (("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", None))[k % 3]
+        fmt, subtype = (("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", None))[k // 3 % 3]
         clips.append(wav(np.asarray(mono, np.float32), rate, fmt, subtype))
     loud = voices[0] * np.float32(3.0)  # clipped when stored as PCM
     clips += [
