@@ -1,15 +1,21 @@
-"""`mmtriton bench`: the served ensemble against in-process baselines, in one run.
+"""`mmtriton bench`: the served ensemble against its true limit and baselines, in one run.
 
-1. limit   - the same preprocessing, ONNX Runtime encoders and numpy fusion in this process,
-             batched, best of a few batch / thread settings (no server, no network).
-2. naive   - one request at a time through PyTorch eager encoders (a simple web app).
-3. served  - the `multimodal` ensemble over gRPC at several concurrencies, plus mixed traffic,
-             with Triton's per-model statistics (queue vs compute) for each point.
-4. unbatched - the same repository with dynamic batching removed, peak throughput.
+1. stages   - each stage's CPU ms per sample, one thread, at its best batch size, measured in
+              a child process (stages.py); a workload's true limit is cores over the sum of
+              its stages' costs (limits.py).
+2. naive    - one request at a time through PyTorch eager encoders (a simple web app).
+3. served   - the `multimodal` ensemble over gRPC at several concurrencies (all three
+              modalities), with Triton's per-model statistics (queue vs compute).
+4. repeats  - at least 3 rounds, each: the stage costs again (the limit), then one window per
+              modality subset and one of the realistic mix, with the server's CPU per request;
+              every served figure is paired with the limit measured just before it, and the
+              median of those ratios is reported with its min-max spread.
+5. unbatched - the same repository with dynamic batching removed, peak throughput.
 
-`--perf-analyzer` adds Triton's perf_analyzer as a second opinion; `--sweep` measures variants
-of export/policy.py instead and writes a markdown table; `--cache-trace` measures the response
-cache and the cost of tracing instead (cache_trace.py).
+The workload's clips are re-recorded at other sample rates, channel counts and lengths
+(workload.AUDIO_VARIANTS). `--perf-analyzer` adds Triton's perf_analyzer as a second opinion;
+`--sweep` measures variants of export/policy.py instead and writes a markdown table;
+`--cache-trace` measures the response cache and the cost of tracing instead (cache_trace.py).
 """
 
 from __future__ import annotations
@@ -19,20 +25,37 @@ import contextlib
 import gc
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from mmtriton import spec
 from mmtriton.layout import missing_onnx
 from mmtriton.paths import artifacts_dir, model_repository_dir
 
-# One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
-COMMAND_HELP = "benchmark the served pipeline against baselines"
+from . import limits
+
+# One-line help of this `mmtriton bench` subcommand (mmtriton/cli.py reads it without importing).
+COMMAND_HELP = "benchmark the served pipeline against its true limit and baselines"
 
 SERVED_KEYS = ("concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "errors")
+SUBSET_KEYS = ("served_rps", "limit_rps", "cpu_ms_per_request")
+MIXED_KEYS = ("served_rps", "limit_rps", "served_over_limit")
 MODELS = ("preprocess", "image_encoder", "text_encoder", "audio_encoder", "fusion")
-TARGET_LIMIT, TARGET_NAIVE, TARGET_TAIL = 0.85, 3.0, 2.5
+ALL = spec.subset_name(spec.MODALITIES)
+
+# Issue 16's targets.
+TARGET_LIMIT, TARGET_NAIVE, TARGET_TAIL = 0.90, 5.0, 2.0
+TARGET_TEXT_LIMIT, TARGET_TEXT_OVER_ALL = 0.70, 3.0
+TARGET_PREPROCESS = 0.5  # of PREPROCESS_CPU_MS_BEFORE
+# `preprocess_cpu_ms` before issue 16's preprocessing work: median of 14 runs of
+# `python -m mmtriton_harness.bench.stages preprocess` on commit 06d4440 (spread 12.4-24.1 ms,
+# shared machine). Each bench run measures that commit again beside today's code, paired
+# (core_at.py); this figure of record is the fallback where git cannot.
+PREPROCESS_CPU_MS_BEFORE = 15.8
+PREPROCESS_BEFORE_COMMIT = "06d4440"
 
 
 def log(message: str) -> None:
@@ -42,15 +65,31 @@ def log(message: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `mmtriton bench`."""
     parser.add_argument(
-        "--duration", type=float, default=8.0, help="seconds measured per point (default 8)"
+        "--duration", type=float, default=5.0, help="seconds measured per window (default 5)"
     )
     parser.add_argument(
-        "--warmup", type=float, default=2.0, help="seconds of load before each window"
+        "--warmup", type=float, default=1.0, help="seconds of load before each window"
     )
     parser.add_argument(
         "--concurrency",
         default="1,4,8,16,32",
-        help="comma-separated client concurrencies (default 1,4,8,16,32)",
+        help="comma-separated client concurrencies of the sweep (default 1,4,8,16,32)",
+    )
+    parser.add_argument(
+        "--load-concurrency",
+        type=int,
+        default=16,
+        help="concurrency of the repeated subset and mix windows (default 16)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="limit / served rounds (default 3, at least 3)"
+    )
+    parser.add_argument(
+        "--preprocess-before",
+        default=PREPROCESS_BEFORE_COMMIT,
+        metavar="COMMIT",
+        help="commit whose preprocessing each round also measures, paired "
+        f"(default {PREPROCESS_BEFORE_COMMIT}, before issue 16; 'none' skips it)",
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (for tests)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
@@ -74,71 +113,101 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict:
+    before = None if args.preprocess_before.lower() == "none" else args.preprocess_before
     if args.quick:
+        one = (16,)
         return {
-            "duration_s": 1.5,
-            "warmup_s": 0.5,
+            "preprocess_before": before,
+            "duration_s": 1.0,
+            "warmup_s": 0.2,
+            "window_s": 0.6,
             "concurrency": (1, 4),
-            "mixed_concurrency": 4,
+            "load_concurrency": 4,
+            "repeats": 3,
             "unbatched_concurrency": (4,),
             "pa_concurrency": (4,),
-            "limit_batches": (8,),
-            "limit_threads": (1,),
-            "limit_pipelined": False,
-            "limit_s": 1.5,
-            "naive_s": 1.5,
+            "stage_batches": {k: one for k in _stage_names()},
+            "stage_min_cpu_s": 0.02,
+            "preprocess_min_cpu_s": 0.1,
+            "naive_s": 1.0,
         }
+    if args.repeats < 3:
+        raise SystemExit("error: --repeats must be at least 3 (a median of fewer says little)")
     return {
+        "preprocess_before": before,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "window_s": args.duration,
         "concurrency": tuple(int(c) for c in args.concurrency.split(",")),
-        "mixed_concurrency": 16,
+        "load_concurrency": args.load_concurrency,
+        "repeats": args.repeats,
         "unbatched_concurrency": (8, 16),
         "pa_concurrency": (1, 8, 16),
-        "limit_batches": (8, 32),
-        "limit_threads": (1, 2),
-        "limit_pipelined": True,
-        "limit_s": max(2.0, args.duration / 2),
+        "stage_batches": None,  # stages.DEFAULT_BATCHES
+        "stage_min_cpu_s": 0.2,
+        "preprocess_min_cpu_s": 1.0,
         "naive_s": args.duration,
     }
+
+
+def _stage_names() -> tuple[str, ...]:
+    from .stages import STAGES
+
+    return STAGES
 
 
 def _loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _stage_ms(doc: dict) -> dict[str, float]:
+    return {k: v["cpu_ms"] for k, v in doc["stages"].items()}
+
+
 def run_bench(root: Path, repo: Path, s: dict, perf_analyzer: bool) -> dict:
     """Every measurement of the default run; returns the results dict."""
-    from .inprocess import OnnxPipeline, TorchPipeline, measure_limit, run_limit, run_naive
+    with tempfile.TemporaryDirectory(prefix="mmtriton-bench-") as tmp_dir:
+        return _run_bench(root, repo, s, perf_analyzer, tmp_dir)
+
+
+def _run_bench(root: Path, repo: Path, s: dict, perf_analyzer: bool, tmp_dir: str) -> dict:
+    from .inprocess import TorchPipeline, run_naive
     from .load import measure, warm_up
     from .server import process_tree_rss_mb, start_server, write_variant
-    from .workload import full_samples, mixed_samples
+    from .stages import measure_in_child
+    from .workload import AUDIO_VARIANTS, MIX, full_samples, realistic_mix, subset_samples
 
     samples = full_samples(root)
-    mixed = mixed_samples(samples)
+    workloads = {spec.subset_name(sub): subset_samples(samples, sub) for sub in spec.SUBSETS}
+    mixed = realistic_mix(samples, MIX)
+    cores = limits.available_cores()
     result: dict = {
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()},
-        "cpus": os.cpu_count(),
+        "cpus": cores,
         "loadavg_start": _loadavg(),
+        "audio_variants": [v.name for v in AUDIO_VARIANTS],
+        "mix": {spec.subset_name(sub): w for sub, w in MIX.items()},
     }
     log_dir = root / "logs" / "bench"
+    core = None
+    if s["preprocess_before"]:
+        from .core_at import snapshot
 
-    log("[1/4] limit: in-process preprocessing + ONNX Runtime + numpy fusion")
-    trials = run_limit(
-        repo,
-        samples,
-        s["limit_s"],
-        s["limit_batches"],
-        s["limit_threads"],
-        pipelined=s["limit_pipelined"],
-        log=log,
+        try:
+            core = snapshot(s["preprocess_before"], Path(tmp_dir) / "core-before")
+        except RuntimeError as exc:
+            log(f"  no paired 'before' preprocessing: {exc}")
+            result["preprocess_before_skipped"] = str(exc)
+
+    log(f"[1/5] stages: CPU ms per sample, one thread, best batch ({cores} cores for the limit)")
+    first = measure_in_child(
+        repo, root, s["stage_batches"], s["stage_min_cpu_s"], s["preprocess_min_cpu_s"]
     )
-    best = max(trials, key=lambda t: t.rps)
-    result["limit_best"] = best.name
-    result["limit_trials"] = [{"setting": t.name, "rps": round(t.rps, 2)} for t in trials]
-    gc.collect()
+    _log_stages(first)
+    best = {k: (v["batch"],) for k, v in first["stages"].items()}
+    result["stage_search"] = first
 
-    log("[2/4] naive: PyTorch eager, one request at a time")
+    log("[2/5] naive: PyTorch eager, one request at a time")
     torch_pipeline = TorchPipeline(root, repo)
     naive = run_naive(torch_pipeline, samples, s["naive_s"])
     del torch_pipeline
@@ -147,28 +216,59 @@ def run_bench(root: Path, repo: Path, s: dict, perf_analyzer: bool) -> dict:
     result["naive_rps"] = naive["rps"]
     result["naive"] = naive
 
-    log("[3/4] served: the multimodal ensemble over gRPC")
+    log("[3/5] served: the multimodal ensemble over gRPC, all three modalities")
     server = start_server(repo, log_dir)
+    pid = server.process.pid
+    rounds: list[dict] = []
     try:
-        warm_up(server.grpc_url, samples[:4] + mixed[:7])
+        warm_up(server.grpc_url, [w[0] for w in workloads.values()] + samples[:5] + mixed[:5])
         served = []
         for c in s["concurrency"]:
-            point = measure(server.grpc_url, samples, c, s["warmup_s"], s["duration_s"])
+            point = measure(server.grpc_url, samples, c, s["warmup_s"], s["duration_s"], ALL, pid)
             served.append(point.as_dict())
             _log_point("served", point)
-        mixed_point = measure(
-            server.grpc_url, mixed, s["mixed_concurrency"], s["warmup_s"], s["duration_s"], "mixed"
-        )
-        _log_point("served", mixed_point)
-        result["server_rss_mb"] = process_tree_rss_mb(server.process.pid)
         if perf_analyzer:
             result["perf_analyzer"] = _perf_analyzer(server.grpc_url, samples, s)
+
+        log(
+            f"[4/5] {s['repeats']} rounds: limit, then each subset and the mix at "
+            f"c={s['load_concurrency']}"
+        )
+        for r in range(s["repeats"]):
+            doc = measure_in_child(
+                repo, root, best, s["stage_min_cpu_s"], s["preprocess_min_cpu_s"]
+            )
+            round_: dict = {"stages": _stage_ms(doc), "preprocess_cpu_ms": doc["preprocess_cpu_ms"]}
+            note = ""
+            if core is not None:
+                old = measure_in_child(
+                    repo, root, None, s["stage_min_cpu_s"], s["preprocess_min_cpu_s"],
+                    what="preprocess", core=core,
+                )  # fmt: skip
+                round_["preprocess_cpu_ms_before"] = old["preprocess_cpu_ms"]
+                note = f" ({old['preprocess_cpu_ms']:.2f} at {s['preprocess_before']})"
+            log(
+                f"  round {r + 1}: limit (all three) "
+                f"{limits.subset_limit_rps(round_['stages'], spec.MODALITIES, cores):7.1f} req/s, "
+                f"preprocess_cpu_ms {doc['preprocess_cpu_ms']:.2f}{note}"
+            )
+            points = {}
+            for name, work in [*workloads.items(), ("mixed", mixed)]:
+                point = measure(
+                    server.grpc_url, work, s["load_concurrency"], s["warmup_s"], s["window_s"],
+                    name, pid,
+                )  # fmt: skip
+                points[name] = point.as_dict()
+                _log_point("served", point)
+            round_["served"] = points
+            rounds.append(round_)
+        result["server_rss_mb"] = process_tree_rss_mb(pid)
     finally:
         server.stop(drain=False)
     result["served"] = served
-    result["mixed"] = mixed_point.as_dict()
+    result["rounds"] = rounds
 
-    log("[4/4] served with dynamic batching removed")
+    log("[5/5] served with dynamic batching removed")
     with tempfile.TemporaryDirectory(prefix="mmtriton-unbatched-") as tmp:
         variant = write_variant(repo, Path(tmp) / "repo", dynamic_batching=False)
         server = start_server(variant, log_dir)
@@ -177,8 +277,9 @@ def run_bench(root: Path, repo: Path, s: dict, perf_analyzer: bool) -> dict:
             unbatched = []
             for c in s["unbatched_concurrency"]:
                 point = measure(
-                    server.grpc_url, samples, c, s["warmup_s"], s["duration_s"], "unbatched"
-                )
+                    server.grpc_url, samples, c, s["warmup_s"], s["duration_s"], "unbatched",
+                    server.process.pid,
+                )  # fmt: skip
                 unbatched.append(point.as_dict())
                 _log_point("unbatch", point)
         finally:
@@ -186,28 +287,112 @@ def run_bench(root: Path, repo: Path, s: dict, perf_analyzer: bool) -> dict:
     result["unbatched"] = unbatched
     result["unbatched_peak_rps"] = max(p["rps"] for p in unbatched)
 
-    # The machine is shared and drifts: measure the best limit setting again now, and use the
-    # mean of both, so the limit brackets the served measurements in time.
-    pipeline = OnnxPipeline(repo, best.ort_threads)
-    again = measure_limit(pipeline, samples, best.batch, s["limit_s"], best.pipelined)
-    log(f"  limit  {best.name:<42} {again:7.1f} req/s (again, after the served runs)")
-    result["limit_rps_start"], result["limit_rps_end"] = round(best.rps, 2), round(again, 2)
-    result["limit_rps"] = round((best.rps + again) / 2, 2)
-
     peak = max(served, key=lambda p: p["rps"])
     result["served_peak_rps"] = peak["rps"]
     result["served_peak_concurrency"] = peak["concurrency"]
-    result["served_over_limit"] = round(peak["rps"] / result["limit_rps"], 3)
-    result["served_over_naive"] = round(peak["rps"] / result["naive_rps"], 3)
+    result.update(summarise(rounds, cores, MIX))
+    result["served_over_naive"] = round(result["subsets"][ALL]["served_rps"] / naive["rps"], 3)
     result["loadavg_end"] = _loadavg()
     result["targets"] = targets(result)
     return result
 
 
+def summarise(rounds: list[dict], cores: int, mix: dict[tuple[str, ...], float]) -> dict:
+    """The headline figures from the rounds: per subset and for the mix, the medians of the
+    served rate, of the limit and of their paired ratio (with its min-max spread), the server's
+    CPU per request; the stage costs' medians; `preprocess_cpu_ms`'s median."""
+    subsets: dict[str, dict] = {}
+    for sub in spec.SUBSETS:
+        name = spec.subset_name(sub)
+        lims = [limits.subset_limit_rps(r["stages"], sub, cores) for r in rounds]
+        subsets[name] = _paired(rounds, name, lims)
+        subsets[name]["limit_cpu_ms_per_request"] = round(
+            statistics.median(limits.cost_ms(r["stages"], sub) for r in rounds), 3
+        )
+        subsets[name]["cpu_efficiency"] = _cpu_efficiency(subsets[name])
+    mix_lims = [limits.mix_limit_rps(r["stages"], mix, cores) for r in rounds]
+    mixed = _paired(rounds, "mixed", mix_lims)
+    mixed["limit_cpu_ms_per_request"] = round(
+        statistics.median(limits.mix_cost_ms(r["stages"], mix) for r in rounds), 3
+    )
+    mixed["cpu_efficiency"] = _cpu_efficiency(mixed)
+    head = subsets[ALL]
+    pre = limits.median_spread([r["preprocess_cpu_ms"] for r in rounds])
+    before: dict = {"preprocess_cpu_ms_before": PREPROCESS_CPU_MS_BEFORE, "paired": False}
+    if all("preprocess_cpu_ms_before" in r for r in rounds):
+        old = [r["preprocess_cpu_ms_before"] for r in rounds]
+        ratio = limits.median_spread(
+            limits.paired_ratios([r["preprocess_cpu_ms"] for r in rounds], old)
+        )
+        before = {
+            "preprocess_cpu_ms_before": round(statistics.median(old), 3),
+            "paired": True,
+            "over_before": round(ratio["median"], 3),
+            "over_before_spread": [round(ratio["min"], 3), round(ratio["max"], 3)],
+        }
+    stage_ms = {
+        k: round(statistics.median(r["stages"][k] for r in rounds), 4) for k in rounds[0]["stages"]
+    }
+    return {
+        "limit_rps": head["limit_rps"],
+        "served_over_limit": head["served_over_limit"],
+        "spread": head["spread"],
+        "subsets": subsets,
+        "mixed": mixed,
+        "preprocess_cpu_ms": round(pre["median"], 3),
+        "preprocess_cpu_ms_spread": [round(pre["min"], 3), round(pre["max"], 3)],
+        "preprocess_before": before,
+        "stage_cpu_ms": stage_ms,
+        "repeats": len(rounds),
+    }
+
+
+def _cpu_efficiency(v: dict) -> float | None:
+    """Limit CPU ms over the server's CPU ms per request: the served pipeline's efficiency in
+    CPU, which other jobs on a shared machine blur far less than its throughput."""
+    cpu = v["cpu_ms_per_request"]
+    return round(v["limit_cpu_ms_per_request"] / cpu, 3) if cpu else None
+
+
+def _paired(rounds: list[dict], name: str, lims: list[float]) -> dict:
+    points = [r["served"][name] for r in rounds]
+    served = [p["rps"] for p in points]
+    ratios = limits.median_spread(limits.paired_ratios(served, lims))
+    cpu = [p["cpu_ms_per_request"] for p in points if p.get("cpu_ms_per_request")]
+    cpu_ms = statistics.median(cpu) if cpu else None
+    return {
+        "served_rps": round(statistics.median(served), 2),
+        "limit_rps": round(statistics.median(lims), 2),
+        "served_over_limit": round(ratios["median"], 3),
+        "spread": {
+            "min": round(ratios["min"], 3),
+            "max": round(ratios["max"], 3),
+            "kind": ratios["kind"],
+            "repeats": ratios["n"],
+        },
+        "cpu_ms_per_request": None if cpu_ms is None else round(cpu_ms, 3),
+        "requests_per_core_s": None
+        if cpu_ms is None
+        else round(limits.requests_per_core_second(cpu_ms), 2),
+        "p50_ms": statistics.median(p["p50_ms"] for p in points),
+        "p99_ms": statistics.median(p["p99_ms"] for p in points),
+        "errors": sum(p["errors"] for p in points),
+    }
+
+
+def _log_stages(doc: dict) -> None:
+    for k, v in doc["stages"].items():
+        tried = ", ".join(f"{b}: {ms:.3f}" for b, ms in v["tried"].items())
+        log(f"  {k:<18} {v['cpu_ms']:8.3f} ms/sample at batch {v['batch']:<3} (tried {tried})")
+    log(f"  preprocess_cpu_ms {doc['preprocess_cpu_ms']:.2f} (all three, 22.05 kHz stereo clip)")
+
+
 def _log_point(kind: str, p) -> None:
+    cpu = p.cpu_ms_per_request
     log(
-        f"  {kind:<7}{p.label:>10} c={p.concurrency:<3} {p.rps:7.1f} req/s  "
+        f"  {kind:<7}{p.label:>17} c={p.concurrency:<3} {p.rps:7.1f} req/s  "
         f"p50 {p.latency['p50_ms']:7.1f}  p99 {p.latency['p99_ms']:7.1f} ms  errors {p.errors}"
+        + ("" if cpu is None else f"  server {cpu:5.1f} CPU ms/req")
     )
 
 
@@ -233,41 +418,62 @@ def _perf_analyzer(url: str, samples, s: dict) -> dict:
     return {"ok": True, "rows": rows}
 
 
+def _target(target: str, value: float, met: bool, **extra) -> dict:
+    return {"target": target, "value": round(value, 3), "met": bool(met), **extra}
+
+
 def targets(r: dict) -> dict:
-    """The issue's targets, each with the measured value and whether it is met."""
-    c8 = next((p for p in r["served"] if p["concurrency"] == 8), None)
+    """Issue 16's targets, each with the measured value and whether it is met."""
+    text = r["subsets"]["text"]
+    all_three = r["subsets"][ALL]
     out = {
-        "served_over_limit": {
-            "target": f">= {TARGET_LIMIT}",
-            "value": r["served_over_limit"],
-            "met": r["served_over_limit"] >= TARGET_LIMIT,
-        },
-        "served_over_naive": {
-            "target": f">= {TARGET_NAIVE}",
-            "value": r["served_over_naive"],
-            "met": r["served_over_naive"] >= TARGET_NAIVE,
-        },
+        "served_over_limit": _target(
+            f">= {TARGET_LIMIT}", r["served_over_limit"], r["served_over_limit"] >= TARGET_LIMIT
+        ),
+        "served_over_naive": _target(
+            f">= {TARGET_NAIVE}", r["served_over_naive"], r["served_over_naive"] >= TARGET_NAIVE
+        ),
+        "text_over_limit": _target(
+            f">= {TARGET_TEXT_LIMIT}",
+            text["served_over_limit"],
+            text["served_over_limit"] >= TARGET_TEXT_LIMIT,
+        ),
     }
+    if all_three["served_rps"] > 0:
+        ratio = text["served_rps"] / all_three["served_rps"]
+        out["text_over_all_three"] = _target(
+            f">= {TARGET_TEXT_OVER_ALL}", ratio, ratio >= TARGET_TEXT_OVER_ALL
+        )
+    before = r["preprocess_before"]
+    pre = before.get("over_before") or r["preprocess_cpu_ms"] / before["preprocess_cpu_ms_before"]
+    out["preprocess_over_before"] = _target(
+        f"<= {TARGET_PREPROCESS}", pre, pre <= TARGET_PREPROCESS
+    )
+    c8 = next((p for p in r["served"] if p["concurrency"] == 8), None)
     if c8 and c8["p50_ms"] > 0:
-        tail = round(c8["p99_ms"] / c8["p50_ms"], 2)
-        out["c8_p99_over_p50"] = {
-            "target": f"<= {TARGET_TAIL}, no errors",
-            "value": tail,
-            "errors": c8["errors"],
-            "met": tail <= TARGET_TAIL and c8["errors"] == 0,
-        }
+        tail = c8["p99_ms"] / c8["p50_ms"]
+        out["c8_p99_over_p50"] = _target(
+            f"<= {TARGET_TAIL}, no errors",
+            tail,
+            tail <= TARGET_TAIL and c8["errors"] == 0,
+            errors=c8["errors"],
+        )
     return out
 
 
 def json_view(r: dict) -> dict:
-    """The --json document: the required keys first, then the details."""
+    """The --json document: issue 16's keys first, then the details."""
     head = {
         "limit_rps": r["limit_rps"],
+        "served_over_limit": r["served_over_limit"],
+        "spread": r["spread"],
+        "served_over_naive": r["served_over_naive"],
+        "subsets": r["subsets"],
+        "mixed": r["mixed"],
+        "preprocess_cpu_ms": r["preprocess_cpu_ms"],
         "naive_rps": r["naive_rps"],
         "served": [{k: p[k] for k in SERVED_KEYS} for p in r["served"]],
         "served_peak_rps": r["served_peak_rps"],
-        "served_over_limit": r["served_over_limit"],
-        "served_over_naive": r["served_over_naive"],
         "unbatched_peak_rps": r["unbatched_peak_rps"],
         "server_rss_mb": r["server_rss_mb"],
     }
@@ -279,31 +485,72 @@ def json_view(r: dict) -> dict:
 def _row(name: str, conc, rps, p: dict | None = None, errors="") -> str:
     p = p or {}
     cols = [f"{p[k]:8.1f}" if k in p else f"{'':>8}" for k in ("p50_ms", "p95_ms", "p99_ms")]
-    return f"{name:<44} {conc!s:>4} {rps:8.1f} {' '.join(cols)} {errors!s:>6}"
+    cpu = p.get("cpu_ms_per_request")
+    cpu_col = f"{cpu:8.1f}" if cpu else f"{'':>8}"
+    return f"{name:<40} {conc!s:>4} {rps:8.1f} {' '.join(cols)} {cpu_col} {errors!s:>6}"
+
+
+def _num(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def _ratio(v: dict) -> str:
+    sp = v["spread"]
+    return f"{v['served_over_limit']:5.2f} ({sp['min']:.2f}-{sp['max']:.2f})"
 
 
 def format_table(r: dict) -> str:
     """The human-readable report (from the results or from their --json view)."""
     served = r.get("served_detail", r["served"])
+    s = r["settings"]
     lines = [
         f"mmtriton bench: {r['cpus']} CPUs, load average {r['loadavg_start']} -> "
-        f"{r['loadavg_end']}, {r['settings']['duration_s']:g} s per point, one sample per request",
+        f"{r['loadavg_end']}; one sample per request; clips: {', '.join(r['audio_variants'])}",
         "",
-        f"{'':<44} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"true limit: stage CPU ms per sample (one thread, best batch), median of "
+        f"{r['repeats']} rounds",
+    ]
+    for k, ms in r["stage_cpu_ms"].items():
+        batch = r["stage_search"]["stages"][k]["batch"]
+        lines.append(f"  {k:<18} {ms:8.3f} ms  (batch {batch})")
+    pre, before = r["preprocess_cpu_ms"], r["preprocess_before"]
+    if before["paired"]:
+        lo, hi = before["over_before_spread"]
+        then = (
+            f"{before['preprocess_cpu_ms_before']} ms at {r['settings']['preprocess_before']}, "
+            f"measured alternately: x{before['over_before']:.2f} ({lo:.2f}-{hi:.2f})"
+        )
+    else:
+        then = f"{before['preprocess_cpu_ms_before']} ms at {PREPROCESS_BEFORE_COMMIT}, on record"
+    lines += [
+        f"  preprocess_cpu_ms  {pre:8.2f} ms per all-three request (22.05 kHz stereo 1.7 s clip, "
+        f"batch 16); before: {then}",
+        "",
+        f"per subset, c={s['load_concurrency']}, {s['window_s']:g} s windows; medians of "
+        f"{r['repeats']} rounds, ratio spread min-max; CPU = tritonserver + stubs from /proc",
+        f"{'subset':<18} {'served':>8} {'limit':>8} {'served/limit':>18} {'CPU ms/req':>10} "
+        f"{'limit ms':>8} {'CPU eff.':>8} {'req/core-s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'errors':>6}",
-        _row("limit (in-process ONNX Runtime, no server)", "-", r["limit_rps"]),
-        f"  best setting: {r['limit_best']}; {r['limit_rps_start']} req/s before and "
-        f"{r['limit_rps_end']} after the served runs",
+    ]
+    for name, v in [*r["subsets"].items(), ("mixed (stated mix)", r["mixed"])]:
+        lines.append(
+            f"{name:<18} {v['served_rps']:8.1f} {v['limit_rps']:8.1f} {_ratio(v):>18} "
+            f"{_num(v['cpu_ms_per_request'], 10, 2)} {v['limit_cpu_ms_per_request']:8.2f} "
+            f"{_num(v.get('cpu_efficiency'), 8, 2)} {_num(v['requests_per_core_s'], 10, 1)} "
+            f"{v['p50_ms']:8.1f} {v['p99_ms']:8.1f} {v['errors']:>6}"
+        )
+    mix = ", ".join(f"{w:.0%} {k}" for k, w in r["mix"].items())
+    lines += [
+        f"  stated mix: {mix}",
+        "",
+        f"{'':<40} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'CPU ms/r':>8} {'errors':>6}",
         _row("naive (torch eager, one at a time)", 1, r["naive_rps"], r["naive"]),
     ]
     for p in served:
         lines.append(
             _row("served gRPC, all three modalities", p["concurrency"], p["rps"], p, p["errors"])
         )
-    m = r["mixed"]
-    lines.append(
-        _row("served gRPC, mixed modality subsets", m["concurrency"], m["rps"], m, m["errors"])
-    )
     for p in r["unbatched"]:
         lines.append(
             _row("served, no dynamic batching", p["concurrency"], p["rps"], p, p["errors"])
@@ -316,7 +563,7 @@ def format_table(r: dict) -> str:
         lines.append(f"perf_analyzer could not run: {pa['reason']}")
     lines += ["", "where time goes: mean ms per request in queue / compute (mean batch size)"]
     lines.append(f"{'conc':>10} " + " ".join(f"{m:>20}" for m in MODELS))
-    for p in [*served, r["mixed"], *r["unbatched"]]:
+    for p in [*served, *r["unbatched"]]:
         cells = []
         for name in MODELS:
             st = p["models"].get(name)
@@ -325,19 +572,18 @@ def format_table(r: dict) -> str:
                 continue
             compute = st["compute_input_ms"] + st["compute_infer_ms"] + st["compute_output_ms"]
             cells.append(f"{st['queue_ms']:6.1f} / {compute:5.1f} (x{st['avg_batch']:4.1f})")
-        tag = {"mixed": "m", "unbatched": "u"}.get(p["label"], "")
+        tag = {"unbatched": "u"}.get(p["label"], "")
         lines.append(f"{str(p['concurrency']) + tag:>10} " + " ".join(cells))
-    lines.append("  (m = mixed subsets, u = no dynamic batching)")
-    t = r["targets"]
+    lines.append("  (u = no dynamic batching)")
     lines += [
         "",
         f"served peak {r['served_peak_rps']:.1f} req/s at c={r['served_peak_concurrency']}; "
         f"unbatched peak {r['unbatched_peak_rps']:.1f} req/s; "
         f"server RSS {r['server_rss_mb']:.0f} MB",
     ]
-    for key, v in t.items():
+    for key, v in r["targets"].items():
         lines.append(
-            f"  {key:<18} {v['value']:6.2f}  target {v['target']:<18} "
+            f"  {key:<22} {v['value']:6.2f}  target {v['target']:<18} "
             f"{'met' if v['met'] else 'NOT met'}"
         )
     return "\n".join(lines)

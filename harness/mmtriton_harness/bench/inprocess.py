@@ -1,22 +1,16 @@
-"""The two baselines that run without a server.
-
-- limit: the served computation (same preprocessing, the same ONNX graphs under ONNX Runtime,
-  the same numpy fusion) called directly in one process, batched: what the hardware allows.
-- naive: what a simple web app would do: one request at a time through PyTorch eager encoders
-  and the torch fusion model, no batching, default torch threads.
+"""The naive baseline, without a server: what a simple web app would do, one request at a
+time through PyTorch eager encoders and the torch fusion model, no batching, default torch
+threads. (The true limit is measured stage by stage in stages.py.)
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mmtriton import layout, spec
+from mmtriton import spec
 from mmtriton_client.client import Sample
 
 from .stats import latency_summary
@@ -28,134 +22,6 @@ def _preprocessor(repo: Path):
 
     pre = repo / "preprocess" / "1"
     return Preprocessor(pre / "tokenizer.json", pre / "silero_vad.onnx")
-
-
-class OnnxPipeline:
-    """preprocess -> three ONNX Runtime encoders -> numpy fusion, in this process."""
-
-    def __init__(self, repo: Path, ort_threads: int) -> None:
-        from mmtriton.backend.fusion import NumpyFusion
-        from mmtriton.backend.onnx_encoder import make_session
-
-        self.preprocessor = _preprocessor(repo)
-        self.sessions = {
-            m: make_session(str(layout.onnx_path(repo, model.name)), ort_threads)
-            for m, model in spec.ENCODERS.items()
-        }
-        self.fusion = NumpyFusion(
-            layout.version_dir(repo, spec.FUSION.name) / layout.FUSION_WEIGHTS
-        )
-
-    def preprocess(self, samples: list[Sample]) -> dict[str, np.ndarray]:
-        return self.preprocessor.preprocess_batch(*columns(samples))
-
-    def infer(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
-        embeddings = {
-            m: self.sessions[m].run(None, {t.name: tensors[t.name] for t in model.inputs})[0]
-            for m, model in spec.ENCODERS.items()
-        }
-        probs, _weights = self.fusion(embeddings, tensors[spec.PRESENT.name])
-        return probs
-
-    def __call__(self, samples: list[Sample]) -> np.ndarray:
-        return self.infer(self.preprocess(samples))
-
-
-@dataclass(frozen=True)
-class LimitTrial:
-    """One in-process setting and its measured throughput."""
-
-    batch: int
-    ort_threads: int
-    pipelined: bool
-    rps: float
-
-    @property
-    def name(self) -> str:
-        mode = "pipelined" if self.pipelined else "sequential"
-        return f"batch {self.batch}, ORT threads {self.ort_threads}, {mode}"
-
-
-def _batches(samples: list[Sample], batch: int):
-    i = 0
-    while True:
-        yield [samples[(i + k) % len(samples)] for k in range(batch)]
-        i += batch
-
-
-def measure_limit(
-    pipeline: OnnxPipeline, samples: list[Sample], batch: int, duration_s: float, pipelined: bool
-) -> float:
-    """Samples per second over `duration_s` (after one warm-up batch).
-
-    Pipelined: one thread preprocesses the next batch while another runs the encoders and
-    fusion (ONNX Runtime releases the GIL), the way Triton overlaps its steps.
-    """
-    batches = _batches(samples, batch)
-    pipeline(next(batches))
-    done = 0
-    start = time.perf_counter()
-    deadline = start + duration_s
-    if not pipelined:
-        while time.perf_counter() < deadline:
-            pipeline(next(batches))
-            done += batch
-        return done / (time.perf_counter() - start)
-
-    ready: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            while not stop.is_set():
-                ready.put(pipeline.preprocess(next(batches)))
-        finally:
-            ready.put(None)  # also on error, so the consumer never waits forever
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    while time.perf_counter() < deadline:
-        tensors = ready.get()
-        if tensors is None:
-            raise RuntimeError("the preprocessing thread stopped")
-        pipeline.infer(tensors)
-        done += batch
-    elapsed = time.perf_counter() - start
-    stop.set()
-    while ready.get() is not None:  # let the producer finish its last batch
-        pass
-    producer.join()
-    return done / elapsed
-
-
-def run_limit(
-    repo: Path,
-    samples: list[Sample],
-    duration_s: float,
-    batches: tuple[int, ...] = (8, 32),
-    threads: tuple[int, ...] = (1, 2),
-    pipelined: bool = True,
-    log=print,
-) -> list[LimitTrial]:
-    """Try batch sizes and ORT thread counts (sequential), then the best batch pipelined."""
-    trials = []
-    for t in threads:
-        pipeline = OnnxPipeline(repo, t)
-        for b in batches:
-            trial = LimitTrial(b, t, False, measure_limit(pipeline, samples, b, duration_s, False))
-            log(f"  limit  {trial.name:<42} {trial.rps:7.1f} req/s")
-            trials.append(trial)
-    if not pipelined:
-        return trials
-    best = max(trials, key=lambda x: x.rps)
-    # Pipelined, the second core preprocesses: one ORT thread is the natural pairing.
-    for t in sorted({1, best.ort_threads}):
-        pipeline = OnnxPipeline(repo, t)
-        rps = measure_limit(pipeline, samples, best.batch, duration_s, True)
-        trial = LimitTrial(best.batch, t, True, rps)
-        log(f"  limit  {trial.name:<42} {trial.rps:7.1f} req/s")
-        trials.append(trial)
-    return trials
 
 
 class TorchPipeline:

@@ -251,14 +251,21 @@ def measure_in_child(
     min_cpu_s: float,
     preprocess_min_cpu_s: float,
     timeout_s: float = 600,
+    what: str = "stages",
+    core: Path | None = None,
 ) -> dict:
-    """``measure_stages`` and ``preprocess_cpu_ms`` in a fresh child process with
-    ``ONE_THREAD_ENV`` set before anything loads, so no thread of this process (the gRPC
-    client's) lands on its CPU clock. Returns the child's JSON document."""
+    """``measure_stages`` and ``preprocess_cpu_ms`` (`what` "stages"; "preprocess": that one
+    alone) in a fresh child process with ``ONE_THREAD_ENV`` set before anything loads, so no
+    thread of this process (the gRPC client's) lands on its CPU clock. With `core`, the child
+    imports ``mmtriton`` from that folder (core_at.py: another commit's code). Returns the
+    child's JSON document."""
     import subprocess
 
+    entry = ["-m", "mmtriton_harness.bench.stages"]
+    if core is not None:
+        entry = ["-m", "mmtriton_harness.bench.core_at", str(core)]
     cmd = [
-        sys.executable, "-m", "mmtriton_harness.bench.stages", "stages",
+        sys.executable, *entry, what,
         "--repository", str(repo), "--artifacts", str(root),
         "--min-cpu-s", str(min_cpu_s), "--preprocess-min-cpu-s", str(preprocess_min_cpu_s),
     ]  # fmt: skip
@@ -296,13 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     root = args.artifacts or artifacts_dir()
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
-        samples = full_samples(root)
+        if args.what == "preprocess":  # its own clips only: preprocess_workload re-records
+            samples = full_samples(root, PREPROCESS_BATCH, varied_audio=False)
+        else:
+            samples = full_samples(root)
         doc: dict = {
             "preprocess_cpu_ms": round(
                 preprocess_cpu_ms(repo, samples, min_cpu_s=args.preprocess_min_cpu_s), 3
             ),
             "preprocess_clip": PREPROCESS_VARIANT.name,
             "preprocess_batch": PREPROCESS_BATCH,
+            "core": str(Path(sys.modules["mmtriton"].__file__).parent),
         }
         if args.what == "stages":
             batches = json.loads(args.batches) if args.batches else None

@@ -124,12 +124,12 @@ def mixed_samples(samples: list[Sample]) -> list[Sample]:
 
 
 def mix_sequence(mix: dict[tuple[str, ...], float], length: int = 20) -> list[tuple[str, ...]]:
-    """A repeating order of subsets whose shares match `mix` over each `length` requests,
-    interleaved (largest remainder first, then spread) rather than in blocks."""
+    """A repeating order of subsets whose shares are exactly `mix` over each `length`
+    requests, interleaved (smooth weighted round robin) rather than in blocks."""
     if abs(sum(mix.values()) - 1.0) > 1e-9 or any(w < 0 for w in mix.values()):
         raise ValueError(f"mix shares must be >= 0 and sum to 1, got {mix}")
     counts = {s: round(w * length) for s, w in mix.items()}
-    if sum(counts.values()) != length:
+    if any(abs(counts[s] - w * length) > 1e-6 for s, w in mix.items()):
         raise ValueError(f"mix {mix} cannot be written exactly in {length} requests")
     # Smooth weighted round robin: each step picks the subset furthest behind its share.
     credit = dict.fromkeys(counts, 0)

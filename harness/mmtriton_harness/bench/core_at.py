@@ -1,0 +1,71 @@
+"""The stage measurements run on the `mmtriton` core of another commit, for before/after.
+
+On a shared machine even CPU time drifts by tens of percent within minutes, so a figure
+measured once "before" cannot be compared with one measured later "after". ``snapshot``
+writes a commit's ``mmtriton/`` folder to a temporary folder (``git archive``), and
+``python -m mmtriton_harness.bench.core_at DIR [stages args]`` runs stages.py with
+``mmtriton`` imported from ``DIR`` (everything else, the harness included, from this checkout):
+the bench alternates the two in each round and reports their paired ratio.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from importlib.machinery import ModuleSpec, PathFinder
+from pathlib import Path
+
+CORE_PACKAGE = "mmtriton"
+
+
+class CoreFinder:
+    """A meta-path finder that resolves the top-level ``mmtriton`` package in one folder
+    (ahead of the editable install's finder); its submodules follow the package's path."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = str(folder)
+
+    def find_spec(self, fullname: str, path=None, target=None) -> ModuleSpec | None:
+        if fullname != CORE_PACKAGE:
+            return None
+        return PathFinder.find_spec(fullname, [self.folder])
+
+
+def snapshot(commit: str, dest: Path, checkout: Path | None = None) -> Path:
+    """`commit`'s ``mmtriton/`` written under `dest`; returns `dest` (the folder to import
+    from). Raises RuntimeError when git cannot produce it (no checkout, unknown commit)."""
+    checkout = checkout or Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        ["git", "-C", str(checkout), "archive", "--format=tar", commit, CORE_PACKAGE],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"git archive {commit} {CORE_PACKAGE} failed: {proc.stderr.decode().strip()}"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``core_at DIR [stages args]``: stages.main with ``mmtriton`` from DIR."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        raise SystemExit("usage: python -m mmtriton_harness.bench.core_at DIR [stages args]")
+    folder = Path(argv.pop(0)).resolve()
+    if CORE_PACKAGE in sys.modules:
+        raise RuntimeError(f"{CORE_PACKAGE} is already imported; the snapshot cannot replace it")
+    sys.meta_path.insert(0, CoreFinder(folder))
+    from .stages import main as stages_main
+
+    return stages_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
