@@ -252,14 +252,18 @@ class VoiceActivityTrimmer:
         probs = [np.empty(n, dtype=np.float32) for n in counts]
         if longest == 0:
             return probs
-        # Row r = clip order[r], zero-padded; the 64 samples before a window are its context.
-        padded = np.zeros((len(xs), self.CONTEXT + longest * self.WINDOW), dtype=np.float32)
-        for row, i in enumerate(order):
-            padded[row, self.CONTEXT : self.CONTEXT + xs[i].size] = xs[i]
-        state = np.zeros((2, len(xs), 128), dtype=np.float32)
-        out_rows = np.empty((len(xs), longest), dtype=np.float32)
-        run = self._session.run
         span = self.CONTEXT + self.WINDOW
+        # Row r is clip order[r], zero-padded to whole windows; the 64 samples before a window
+        # are its context (zeros before the first). Each clip is padded alone: one long clip
+        # in a batch of short ones costs its own length, not the batch size times it.
+        padded = []
+        for i in order:
+            row = np.zeros(self.CONTEXT + counts[i] * self.WINDOW, dtype=np.float32)
+            row[self.CONTEXT : self.CONTEXT + xs[i].size] = xs[i]
+            padded.append(row)
+        chunk = np.empty((len(xs), span), dtype=np.float32)
+        state = np.zeros((2, len(xs), 128), dtype=np.float32)
+        run = self._session.run
         active = len(xs)
         for w in range(longest):
             while counts[order[active - 1]] <= w:  # the shortest clips have finished
@@ -267,11 +271,12 @@ class VoiceActivityTrimmer:
             if state.shape[1] != active:
                 state = np.ascontiguousarray(state[:, :active])
             start = w * self.WINDOW
-            chunk = np.ascontiguousarray(padded[:active, start : start + span])
-            out, state = run(None, {"input": chunk, "state": state, "sr": self._sr})
-            out_rows[:active, w] = out[:, 0]
-        for row, i in enumerate(order):
-            probs[i][:] = out_rows[row, : counts[i]]
+            for row in range(active):
+                chunk[row] = padded[row][start : start + span]
+            feed = {"input": chunk[:active], "state": state, "sr": self._sr}
+            out, state = run(None, feed)
+            for row in range(active):
+                probs[order[row]][w] = out[row, 0]
         return probs
 
     def speech_bounds(self, samples_16k: np.ndarray) -> tuple[int, int]:

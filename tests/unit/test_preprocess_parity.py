@@ -323,3 +323,37 @@ def test_refusals_match_the_reference(new, reference, audio_corpus, image_corpus
     assert_same_outcome(new, reference, [good_image, b""], [None, b""], [None, None])  # no input
     assert_same_outcome(new, reference, [good_image], [b"a", b"b"], None)  # ragged columns
     assert_same_outcome(new, reference, [good_image, 3], None, None)  # not BYTES
+
+
+def test_requests_batched_together_match_each_request_alone(
+    new, reference, audio_corpus, image_corpus
+) -> None:
+    """A server batch of requests shares the VAD's calls; each request keeps its own result,
+    and a bad request fails alone with the refusal it gets by itself."""
+    truncated = audio_corpus[0][: len(audio_corpus[0]) // 3]
+    requests = [
+        (None, None, [audio_corpus[k]]) for k in range(0, len(audio_corpus), 3)
+    ]  # single-clip requests, as clients send them
+    requests[2] = (None, None, [b"not audio at all"])  # refused on its header
+    requests[5] = ([image_corpus[1]], [b"seven"], [truncated])  # refused while decoding
+    requests += [
+        (image_corpus[:3], [b"a", b"b", b"c"], audio_corpus[4:7]),  # a batched request
+        ([image_corpus[2]], [b"\xff"], [audio_corpus[8]]),  # bad text
+        (None, [b"only text"], None),
+        ([b""], [None], [b""]),  # no input at all
+    ]
+    results = new.preprocess_requests(requests)
+    assert len(results) == len(requests)
+    for columns, result in zip(requests, results, strict=True):
+        expected = outcome(lambda columns=columns: reference.preprocess_batch(*columns))
+        if isinstance(result, Exception):
+            assert expected[0] == "refused", (result, expected)
+            assert outcome(lambda result=result: _raise(result)) == expected
+        else:
+            assert expected[0] == "ok", expected
+            assert_same_tensors(result, expected[1])
+    assert new.preprocess_requests([]) == []
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
