@@ -14,6 +14,7 @@ naming the limit, ``index`` of the sample in a batch).
 from mmtriton.preprocess.audio import (
     VoiceActivityTrimmer,
     decode_audio,
+    features_batch,
     features_from_samples,
     fix_length,
     log_mel,
@@ -42,6 +43,7 @@ __all__ = [
     "decode_audio",
     "decode_image",
     "decode_text",
+    "features_batch",
     "features_from_samples",
     "fix_length",
     "log_mel",

@@ -5,7 +5,9 @@ sample is read), ``resample`` (polyphase, to ``spec.AUDIO_SAMPLE_RATE``),
 ``VoiceActivityTrimmer`` (Silero VAD's ONNX model via onnxruntime, no torch) and ``log_mel``
 (fixed ``spec.AUDIO_CLIP_SECONDS`` window, loudness-normalised). Training calls
 ``features_from_samples`` on the waveforms it synthesises; serving calls ``preprocess_audio``
-on request bytes; both take the same path.
+on request bytes; both take the same path. Serving's batches go through ``features_batch``,
+which shares the VAD's model calls between clips; every clip's result is bit for bit the one
+it gets alone.
 """
 
 from __future__ import annotations
@@ -200,7 +202,9 @@ class VoiceActivityTrimmer:
     detected the clip is trimmed by energy instead (frames within ``energy_db`` of the
     loudest); a silent clip is returned whole.
 
-    Each call starts from a fresh recurrent state, so calls are independent and deterministic.
+    Each call starts from a fresh recurrent state, so calls are independent and deterministic;
+    the ``*_batch`` methods run several clips as rows of one model call per window position,
+    with results identical to one clip at a time.
     """
 
     WINDOW = 512
