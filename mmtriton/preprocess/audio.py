@@ -159,7 +159,7 @@ def _resample_factors(sr: int) -> tuple[int, int]:
 @lru_cache(maxsize=32)
 def _resample_filter(up: int, down: int) -> np.ndarray:
     """The low-pass FIR that ``resample_poly(x, up, down)`` designs for float32 ``x`` by
-    default (Kaiser, beta 5, 20 taps per phase), designed once per rate pair.
+    default (Kaiser window, beta 5, half-length 10 x max(up, down)), designed once per pair.
 
     Designing it costs more than filtering a short clip (8,821 taps for 22.05 kHz); passed as
     ``window`` it is used as is (resample_poly copies it before scaling), so the output is
