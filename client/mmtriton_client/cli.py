@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .channel import LB_POLICIES, ChannelOptions
-from .client import DEFAULT_URL, ClientError, MultimodalClient, RetryPolicy, Sample
+from .client import DEFAULT_URL, ClientError, MultimodalClient, Prediction, RetryPolicy, Sample
 
 # One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
 COMMAND_HELP = "send one request to a running server"
@@ -85,8 +85,20 @@ def _error(message: str) -> int:
     return 2
 
 
+def answer_text(prediction: Prediction) -> str:
+    """The label, or "not sure" with the best guess when the model is below its threshold."""
+    if prediction.confident:
+        return prediction.label
+    best, p = prediction.top(1)[0]
+    return (
+        f"not sure (best guess {best} at {100 * p:.2f} %, below the model's "
+        f"{100 * prediction.threshold:g} % confidence threshold)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    """Entry point of `mmtriton infer`; exit 2 for bad input, 1 for server errors."""
+    """Entry point of `mmtriton infer`; exit 2 for bad input, 1 for server errors (an answer
+    the model is not sure of is still an answer: exit 0, `"confident": false` in the JSON)."""
     for f in (args.image, args.audio):
         if f is not None and not f.is_file():
             return _error(f"no such file: {f}")
@@ -122,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(prediction.as_dict()))
         return 0
-    print(f"label: {prediction.label}   ({prediction.latency_ms:.1f} ms)")
+    print(f"label: {answer_text(prediction)}   ({prediction.latency_ms:.1f} ms)")
     for label, p in prediction.top(3):
         print(f"  {label:>6}  {100 * p:6.2f} %")
     weights = ", ".join(

@@ -5,7 +5,8 @@ the server's limits, result parsing and retry decisions live there once, so the 
 drift. Retryable failures (see `retry.is_retryable`: UNAVAILABLE, a dead Python stub while the
 server heals) are retried with exponential backoff within a time budget; inference is
 idempotent, so a retry never does harm. The channel (load balancing across pods, keepalive,
-message sizes) is configured by `ChannelOptions`.
+message sizes) is configured by `ChannelOptions`. Each client reads the served model's
+confidence threshold once (see `confidence`) and marks every Prediction `confident` or not.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from mmtriton import spec
 
 from .channel import LB_POLICIES, ChannelOptions
+from .confidence import ThresholdError, is_confident, threshold_from_config
 from .retry import HEAL_BUDGET_S, STUB_NOT_HEALTHY, Attempts, RetryPolicy, is_retryable
 from .tracing import request_span
 
@@ -122,12 +124,19 @@ def _utf8(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The model's answer for one sample."""
+    """The model's answer for one sample.
+
+    ``label`` is the most likely class even when the model is not sure; ``confident`` says
+    whether its probability reaches the served model's ``threshold`` (below it, people are
+    told "not sure", with ``label`` as the best guess).
+    """
 
     label: str
     probabilities: dict[str, float]
     weights: dict[str, float]
     modalities: list[str]
+    confident: bool
+    threshold: float
     latency_ms: float = field(default=0.0, compare=False)
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
@@ -141,6 +150,8 @@ class Prediction:
             "probabilities": self.probabilities,
             "weights": self.weights,
             "modalities": self.modalities,
+            "confident": self.confident,
+            "threshold": self.threshold,
             "latency_ms": round(self.latency_ms, 2),
         }
 
@@ -163,8 +174,14 @@ def build_inputs(samples: Sequence[Sample], input_cls) -> list:
     return inputs
 
 
-def parse_result(result, num_classes: int, latency_ms: float) -> list[Prediction]:
-    """Predictions from a response whose PROBABILITIES came through the classification extension."""
+def parse_result(
+    result,
+    num_classes: int,
+    latency_ms: float,
+    threshold: float = spec.DEFAULT_CONFIDENCE_THRESHOLD,
+) -> list[Prediction]:
+    """Predictions from a response whose PROBABILITIES came through the classification extension;
+    each is confident when its top probability reaches ``threshold``."""
     classes = result.as_numpy(spec.PROBABILITIES.name)
     weights = result.as_numpy(spec.WEIGHTS.name)
     present = result.as_numpy(spec.PRESENT.name)
@@ -184,6 +201,8 @@ def parse_result(result, num_classes: int, latency_ms: float) -> list[Prediction
                 modalities=[
                     m for m, p in zip(spec.MODALITIES, present[row], strict=True) if p > 0.5
                 ],
+                confident=is_confident(probs[label], threshold),
+                threshold=threshold,
                 latency_ms=latency_ms,
             )
         )
@@ -208,6 +227,7 @@ class _Request:
     inputs: list
     outputs: list
     num_classes: int
+    threshold: float  # the served model's confidence threshold
 
 
 class _Core:
@@ -232,6 +252,7 @@ class _Core:
         self.channel = channel or ChannelOptions()
         self.ssl, self.root_certificates = ssl, root_certificates
         self.num_classes: int | None = None
+        self.threshold: float | None = None
 
     def connection_kwargs(self) -> dict:
         """Keyword arguments of tritonclient's InferenceServerClient (sync and aio alike)."""
@@ -260,7 +281,16 @@ class _Core:
         self.num_classes = int(out["shape"][-1])
         return self.num_classes
 
-    def request(self, samples: Sequence[Sample], num_classes: int) -> _Request:
+    def learn_threshold(self, config: dict) -> float:
+        """The confidence threshold from the ensemble's model config (remembered); ClientError
+        FAILED_PRECONDITION when the served value is unusable."""
+        try:
+            self.threshold = threshold_from_config(config)
+        except ThresholdError as exc:
+            raise ClientError(str(exc), "FAILED_PRECONDITION") from None
+        return self.threshold
+
+    def request(self, samples: Sequence[Sample], num_classes: int, threshold: float) -> _Request:
         """Inputs and requested outputs for already checked samples."""
         requested = self.grpc.InferRequestedOutput
         return _Request(
@@ -271,6 +301,7 @@ class _Core:
                 requested(spec.PRESENT.name),
             ],
             num_classes=num_classes,
+            threshold=threshold,
         )
 
     def infer_kwargs(self, request: _Request) -> dict:
@@ -284,7 +315,8 @@ class _Core:
 
     def parse(self, result, request: _Request, started: float) -> list[Prediction]:
         """Predictions from the response (latency measured from `started`, perf_counter)."""
-        return parse_result(result, request.num_classes, (time.perf_counter() - started) * 1000)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return parse_result(result, request.num_classes, latency_ms, request.threshold)
 
     def retry_delay(self, attempts: Attempts, exc: Exception) -> float:
         """Seconds to wait before the next attempt; raises ClientError when `exc` is final.
@@ -362,6 +394,14 @@ class MultimodalClient:
             self._core.learn_num_classes(meta)
         return self._core.num_classes  # type: ignore[return-value]
 
+    def confidence_threshold(self) -> float:
+        """The served model's confidence threshold, from its config (read once; the default
+        when the config has none)."""
+        if self._core.threshold is None:
+            config = self._call(lambda: self._client.get_model_config(self.model, as_json=True))
+            self._core.learn_threshold(config)
+        return self._core.threshold  # type: ignore[return-value]
+
     def predict(self, sample: Sample | None = None, **kwargs) -> Prediction:
         """Classify one sample (a Sample, or image=/text=/audio= keywords)."""
         return self.predict_batch([sample or Sample(**kwargs)])[0]
@@ -378,7 +418,7 @@ class MultimodalClient:
     def predict_batch(self, samples: Sequence[Sample]) -> list[Prediction]:
         """Classify several samples in one request (at most spec.MAX_REQUEST_BATCH)."""
         self._core.check(samples)
-        request = self._core.request(samples, self.num_classes())
+        request = self._core.request(samples, self.num_classes(), self.confidence_threshold())
         started = time.perf_counter()
         with request_span(samples, self.model) as span:  # traceparent goes as gRPC metadata
             result = self._call(
@@ -447,6 +487,16 @@ class AsyncMultimodalClient:
             self._core.learn_num_classes(meta)
         return self._core.num_classes  # type: ignore[return-value]
 
+    async def confidence_threshold(self) -> float:
+        """The served model's confidence threshold, from its config (read once; the default
+        when the config has none)."""
+        if self._core.threshold is None:
+            config = await self._call(
+                lambda: self._client.get_model_config(self.model, as_json=True)
+            )
+            self._core.learn_threshold(config)
+        return self._core.threshold  # type: ignore[return-value]
+
     async def predict(self, sample: Sample | None = None, **kwargs) -> Prediction:
         """Classify one sample (a Sample, or image=/text=/audio= keywords)."""
         return (await self.predict_batch([sample or Sample(**kwargs)]))[0]
@@ -463,7 +513,9 @@ class AsyncMultimodalClient:
     async def predict_batch(self, samples: Sequence[Sample]) -> list[Prediction]:
         """Classify several samples in one request (at most spec.MAX_REQUEST_BATCH)."""
         self._core.check(samples)
-        request = self._core.request(samples, await self.num_classes())
+        request = self._core.request(
+            samples, await self.num_classes(), await self.confidence_threshold()
+        )
         started = time.perf_counter()
         with request_span(samples, self.model) as span:  # traceparent goes as gRPC metadata
             result = await self._call(

@@ -7,20 +7,24 @@ with MMTRITON_UPDATE_DOC_IMAGES=1 the full multimodal one also replaces docs/ima
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from mmtriton.paths import PROJECT_ROOT
 from mmtriton_build.examples import load_examples
 from mmtriton_client.client import MultimodalClient, Sample
 
-from ..conftest import free_port, start_triton
+from ..conftest import free_port, require_repository, start_triton
+from ..integration.threshold_repository import repository_with_threshold
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -128,22 +132,125 @@ def test_upload_text_and_audio_give_the_right_label(page, example, tmp_path):
         shutil.copyfile(shot, DOC_IMAGE)
 
 
-def test_drawing_a_digit_on_the_pad(page):
-    page.get_by_role("tab", name="Draw a digit").click()
+def _draw_one(page: Page, across: float = 0.5) -> None:
+    """A "1": one vertical stroke dragged with the mouse, `across` the pad's width (0..1)."""
     canvas = page.locator("#sketchpad canvas").first
     expect(canvas).to_be_visible()
-    expect(page.get_by_text("select the draw tool")).to_have_count(0)  # the brush is ready
     box = canvas.bounding_box()
-    x, top, height = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2, box["height"]
+    x, top, height = box["x"] + box["width"] * across, box["y"] + box["height"] * 0.2, box["height"]
     page.mouse.move(x, top)
     page.mouse.down()
-    for i in range(1, 21):  # a "1": one vertical stroke, as a mouse drag
+    for i in range(1, 21):
         page.mouse.move(x, top + i * height * 0.03)
     page.mouse.up()
+
+
+def test_drawing_a_digit_on_the_pad(page):
+    page.get_by_role("tab", name="Draw a digit").click()
+    expect(page.locator("#sketchpad canvas").first).to_be_visible()
+    expect(page.get_by_text("select the draw tool")).to_have_count(0)  # the brush is ready
+    _draw_one(page)
     status = _classify(page, "Predicted")
     assert "from image (drawing)" in status
     assert _top_label(page) in {str(d) for d in range(10)}
     _shot(page, "web-drawing")
+
+
+@pytest.fixture
+def sent_images(web) -> Iterator[list[bytes | None]]:
+    """The image of every sample the page hands to its Triton client, in order (the real call
+    still goes to Triton)."""
+    classifier = web._server.config.app.state.classifier
+    sent: list[bytes | None] = []
+    real = classifier.predict
+
+    def recording(sample):
+        sent.append(sample.image)
+        return real(sample)
+
+    classifier.predict = recording
+    yield sent
+    del classifier.predict  # the class's method again
+
+
+def _ink_bands(png: bytes) -> list[tuple[int, int]]:
+    """The column ranges that hold dark pixels, left to right (one per vertical stroke)."""
+    gray = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    bands: list[list[int]] = []
+    for x in np.flatnonzero((gray < 128).any(axis=0)):
+        if bands and x == bands[-1][1] + 1:
+            bands[-1][1] = int(x)
+        else:
+            bands.append([int(x), int(x)])
+    return [(a, b) for a, b in bands]
+
+
+def test_clear_empties_the_pad_and_leaves_the_brush_ready(page, sent_images):
+    # Three rounds: Clear used to deselect the brush the first time and, from the second time
+    # on, to leave the earlier strokes on the pad, sent along with the next digit.
+    page.get_by_role("tab", name="Draw a digit").click()
+    bands = []
+    for n, across in enumerate((0.35, 0.5, 0.65)):
+        if n:
+            page.get_by_role("button", name="Clear", exact=True).click()
+            expect(page.locator("#status")).to_contain_text("Give an input")
+            expect(page.get_by_text("select the draw tool")).to_have_count(0)
+        _draw_one(page, across)  # no click on the brush: it must be ready
+        assert "from image (drawing)" in _classify(page, "Predicted")
+        assert len(sent_images) == n + 1 and sent_images[-1], sent_images
+        bands.append(_ink_bands(sent_images[-1]))
+        assert len(bands[-1]) == 1, f"drawing {n + 1} holds {bands[-1]}: earlier strokes kept"
+    assert bands[0][0][1] < bands[1][0][0] and bands[1][0][1] < bands[2][0][0], bands
+
+
+def test_the_pads_own_clear_icon_leaves_the_brush_ready(page, sent_images):
+    page.get_by_role("tab", name="Draw a digit").click()
+    _draw_one(page, 0.35)
+    page.get_by_role("button", name="Clear canvas").click()
+    expect(page.get_by_text("select the draw tool")).to_have_count(0)
+    _draw_one(page, 0.65)  # no click on the brush
+    assert "from image (drawing)" in _classify(page, "Predicted")
+    assert len(_ink_bands(sent_images[-1])) == 1, _ink_bands(sent_images[-1])
+
+
+def test_the_pad_is_ready_to_draw_in_another_language(browser, web, sent_images):
+    # Gradio translates the pad's tool labels ("Pincel"): the brush is found by its place.
+    context = browser.new_context(locale="es-ES", viewport={"width": 1280, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(web.url)
+        page.get_by_role("tab", name="Draw a digit").click()
+        expect(page.locator("#sketchpad canvas").first).to_be_visible()
+        expect(page.get_by_text("seleccione la herramienta de dibujo")).to_have_count(0)
+        _draw_one(page)
+        assert "from image (drawing)" in _classify(page, "Predicted")
+        assert sent_images and _ink_bands(sent_images[-1])
+    finally:
+        context.close()
+
+
+def test_not_sure_is_shown_instead_of_a_label(browser, tmp_path):
+    # A model whose threshold (0.999) this text never reaches: the page must say so.
+    repository = repository_with_threshold(require_repository(), tmp_path / "repo", "0.999")
+    triton = start_triton(tmp_path / "triton", repository=repository)
+    web = _serve(triton.grpc_url, n_examples=0)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(web.url)
+        page.locator("#text textarea").fill("is it a one or a seven")
+        status = _classify(page, "Not sure")
+        shown = r"best guess \d at \d+\.\d %, below the model's 99\.9 % confidence threshold"
+        assert re.search(shown, status), status
+        assert _top_label(page) == "Not sure"
+        rows = page.locator("#prediction .confidence-set")
+        expect(rows).to_have_count(3)  # the probabilities stay visible
+        assert all(re.search(r"\d+%", t) for t in rows.all_inner_texts()), rows.all_inner_texts()
+        _shot(page, "web-not-sure")
+    finally:
+        context.close()
+        web.stop()
+        triton.stop()
 
 
 def test_one_modality_is_enough(page, example, tmp_path):

@@ -19,8 +19,11 @@ from tritonclient.utils import InferenceServerException
 
 from mmtriton import spec
 from mmtriton_client import AsyncMultimodalClient, ChannelOptions, MultimodalClient, RetryPolicy
-from mmtriton_client.client import ClientError, Sample
+from mmtriton_client.cli import answer_text
+from mmtriton_client.client import ClientError, Prediction, Sample
+from mmtriton_client.confidence import ThresholdError, is_confident, threshold_from_config
 from mmtriton_client.retry import HEAL_BUDGET_S, Attempts, is_retryable
+from mmtriton_client.web.handlers import NOT_SURE, PageResult, status_text
 
 from ..conftest import free_port
 
@@ -284,6 +287,84 @@ def test_empty_file_is_named(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ClientError, match=r"image file .*blank\.png is empty"):
         Sample.from_files(image=empty, text="seven")
+
+
+# --------------------------------------------------------------------------- "not sure"
+
+
+def _config(**parameters: str) -> dict:
+    """A model config as tritonclient.grpc's get_model_config(as_json=True) returns it."""
+    entries = {k: {"string_value": v} for k, v in parameters.items()}
+    return {"config": {"name": spec.ENSEMBLE.name, "parameters": entries}}
+
+
+def _prediction(top: float, threshold: float) -> Prediction:
+    probs = {"3": top, "8": round(0.6 * (1 - top), 6), "5": round(0.4 * (1 - top), 6)}
+    return Prediction(
+        label="3",
+        probabilities=probs,
+        weights={"image": 1.0, "text": 0.0, "audio": 0.0},
+        modalities=["image"],
+        confident=is_confident(top, threshold),
+        threshold=threshold,
+    )
+
+
+def test_threshold_comes_from_the_ensemble_config_parameter():
+    assert threshold_from_config(_config(**{spec.CONFIDENCE_THRESHOLD_PARAMETER: "0.73"})) == 0.73
+    bare = _config(**{spec.CONFIDENCE_THRESHOLD_PARAMETER: " 0.2 "})["config"]
+    assert threshold_from_config(bare) == 0.2
+
+
+def test_a_config_without_the_parameter_gets_the_default():
+    assert threshold_from_config(_config()) == spec.DEFAULT_CONFIDENCE_THRESHOLD
+    assert threshold_from_config(_config(other="0.9")) == spec.DEFAULT_CONFIDENCE_THRESHOLD
+    assert threshold_from_config({"config": {"name": "multimodal"}}) == 0.5
+
+
+@pytest.mark.parametrize("raw", ["high", "", "1.5", "-0.1", "nan"])
+def test_an_unusable_threshold_is_refused_naming_the_parameter(raw):
+    with pytest.raises(ThresholdError, match=rf"{spec.CONFIDENCE_THRESHOLD_PARAMETER} = '{raw}'"):
+        threshold_from_config(_config(**{spec.CONFIDENCE_THRESHOLD_PARAMETER: raw}))
+    client = MultimodalClient(f"127.0.0.1:{free_port()}")  # connects only when used
+    with client, pytest.raises(ClientError, match="must be a number from 0 to 1") as err:
+        client._core.learn_threshold(_config(**{spec.CONFIDENCE_THRESHOLD_PARAMETER: raw}))
+    assert err.value.status == "FAILED_PRECONDITION"
+
+
+def test_confident_means_reaching_the_threshold():
+    assert is_confident(0.5, 0.5) and is_confident(1.0, 1.0) and is_confident(0.01, 0.0)
+    assert not is_confident(0.4999, 0.5)
+    answer = _prediction(0.41, 0.5).as_dict()
+    assert (answer["label"], answer["confident"], answer["threshold"]) == ("3", False, 0.5)
+    assert _prediction(0.93, 0.5).as_dict()["confident"] is True
+
+
+def test_cli_says_not_sure_with_the_best_guess_and_its_probability():
+    assert answer_text(_prediction(0.93, 0.5)) == "3"
+    assert answer_text(_prediction(0.41, 0.5)) == (
+        "not sure (best guess 3 at 41.00 %, below the model's 50 % confidence threshold)"
+    )
+
+
+def test_page_heads_the_probabilities_with_not_sure():
+    unsure = PageResult(status_text(_prediction(0.41, 0.62), "drawing"), _prediction(0.41, 0.62))
+    assert unsure.status == (
+        "? **Not sure**: best guess **3** at 41.0 %, below the model's 62 % confidence "
+        "threshold, from image (drawing)."
+    )
+    assert unsure.label_value() == {
+        "label": NOT_SURE,
+        "confidences": [
+            {"label": "3", "confidence": 0.41},
+            {"label": "8", "confidence": 0.354},
+            {"label": "5", "confidence": 0.236},
+        ],
+    }
+    assert unsure.as_dict()["confident"] is False
+    sure = PageResult(status_text(_prediction(0.93, 0.62), None), _prediction(0.93, 0.62))
+    assert sure.status == "✓ Predicted **3** (93.0 %) from image."
+    assert sure.label_value() == {"3": 0.93, "8": 0.042, "5": 0.028}
 
 
 # --------------------------------------------------------------------------- the CLI

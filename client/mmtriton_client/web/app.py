@@ -16,6 +16,7 @@ import gradio as gr
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from gradio.components.label import LabelData
 from prometheus_client import CollectorRegistry
 
 from mmtriton import spec
@@ -37,14 +38,36 @@ THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"],
     font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
 )
-# Clicks the pad's Brush tool (the pad otherwise asks to "select the draw tool" first). The pad
-# renders some time after the event fires (longer on a busy machine), so keep looking for the
-# button for up to 5 s instead of trying once.
-SELECT_BRUSH_JS = """() => { let tries = 0; const pick = () => {
-  const brush = document.querySelector('#sketchpad button[aria-label="Brush"]');
-  if (brush) { if (!brush.classList.contains('highlight')) brush.click(); return; }
-  if (++tries < 50) setTimeout(pick, 100);
-}; setTimeout(pick, 50); }"""
+
+
+def _select_brush_js(after_reset: bool) -> str:
+    """JS that clicks the pad's Brush tool (the pad otherwise asks to "select the draw tool").
+
+    The pad renders some time after the event fires (longer on a busy machine), so it keeps
+    looking for up to 5 s instead of trying once. ``after_reset``: a reset of the pad is under
+    way, which will switch it to the Image tool; a brush still selected is then waited on until
+    the reset deselects it, and selected again. The button is found by its place, first of the
+    pad's tool group (a pad without upload sources has no Image tool: Brush, then Eraser), not
+    by its label: Gradio translates labels ("Pincel" in a Spanish browser).
+    """
+    return (
+        "() => { const afterReset = %s; let tries = 0; const pick = () => {"
+        " const brush = document.querySelector("
+        "'#sketchpad .toolbar-wrap .half-container:not(.right) button');"
+        " if (brush && !brush.classList.contains('highlight')) { brush.click(); return; }"
+        " if (brush && !afterReset) return;"
+        " if (++tries < 50) setTimeout(pick, 100);"
+        " }; setTimeout(pick, 50); }"
+    ) % ("true" if after_reset else "false")
+
+
+SELECT_BRUSH_JS = _select_brush_js(after_reset=False)
+# What Clear gives the pad: a new empty value every time. The pad resets its canvas only when its
+# value changes, so the null a ClearButton sends worked once and then, the value being null
+# already, left every later drawing on the canvas (sent with the next digit). The reset also
+# switches the pad to its Image tool, so Clear selects the brush again once the reset is done.
+CLEAR_PAD_JS = "() => ({background: null, layers: [], composite: null})"
+RESELECT_BRUSH_JS = _select_brush_js(after_reset=True)
 # Small uploads (a 28x28 MNIST digit) are shown enlarged, with crisp pixels.
 CSS = """
 #status {min-height: 3em}
@@ -66,6 +89,25 @@ def raw_image(**kwargs) -> gr.Image:
 
     image.preprocess = preprocess  # type: ignore[method-assign]
     return image
+
+
+def prediction_label(**kwargs) -> gr.Label:
+    """A gr.Label that also takes a ready {"label", "confidences"} value as it is.
+
+    gr.Label's own postprocess names the heading after the most likely class; "Not sure" needs
+    another heading over the same probabilities (`PageResult.label_value`). An instance override,
+    as in `raw_image`.
+    """
+    label = gr.Label(**kwargs)
+    default = label.postprocess
+
+    def postprocess(value):
+        if isinstance(value, dict) and isinstance(value.get("confidences"), list):
+            return LabelData(**value)
+        return default(value)
+
+    label.postprocess = postprocess  # type: ignore[method-assign]
+    return label
 
 
 @dataclass
@@ -149,7 +191,9 @@ def create_blocks(settings: WebSettings, classifier: Classifier, metrics: WebMet
                     clear = gr.ClearButton(value="Clear")
             with gr.Column(scale=1):
                 status = gr.Markdown("Give an input and press **Classify**.", elem_id="status")
-                label = gr.Label(num_top_classes=3, label="Prediction", elem_id="prediction")
+                label = prediction_label(
+                    num_top_classes=3, label="Prediction", elem_id="prediction"
+                )
                 chart = gr.BarPlot(
                     _weights_frame(None),
                     x="modality",
@@ -175,6 +219,7 @@ def create_blocks(settings: WebSettings, classifier: Classifier, metrics: WebMet
         upload_tab.select(lambda: "upload", None, source, api_visibility="private", queue=False)
         draw_tab.select(lambda: "draw", None, source, api_visibility="private", queue=False)
         draw_tab.select(None, js=SELECT_BRUSH_JS)  # the pad opens ready to draw
+        sketch.clear(None, js=RESELECT_BRUSH_JS)  # its own "Clear canvas" icon deselects it too
         # An uploaded or example image brings its tab to the front and becomes the image used.
         image.change(
             lambda v: ("upload", gr.Tabs(selected="upload")) if v else (gr.skip(), gr.skip()),
@@ -197,7 +242,10 @@ def create_blocks(settings: WebSettings, classifier: Classifier, metrics: WebMet
             api_visibility="private",
             concurrency_id="triton",
         )
-        clear.add([image, sketch, text, audio, label, latency])
+        clear.add([image, text, audio, label, latency])
+        clear.click(
+            None, None, sketch, js=CLEAR_PAD_JS, api_visibility="private", queue=False
+        ).then(None, js=RESELECT_BRUSH_JS)
         clear.click(
             lambda: ("Give an input and press **Classify**.", _weights_frame(None)),
             None,

@@ -32,6 +32,8 @@ from ..client import (
 from ..tracing import export_from_env, page_outcome, page_span
 from .metrics import NO_MODALITIES, WebMetrics
 
+# What the page says instead of a label when the model's top probability is below its threshold.
+NOT_SURE = "Not sure"
 NO_INPUT_MESSAGE = (
     "Nothing to classify yet: upload or draw an image, type some text, or upload or record "
     "audio. Any one of them is enough."
@@ -280,13 +282,19 @@ def weights_rows(prediction: Prediction) -> list[dict]:
 
 
 def status_text(prediction: Prediction, image_source: str | None) -> str:
-    """One line saying what was classified and the answer."""
+    """One line saying what was classified and the answer ("Not sure" below the threshold)."""
     names = [
         f"image ({image_source})" if m == "image" and image_source else m
         for m in prediction.modalities
     ]
+    given = " + ".join(names)
     best, p = prediction.top(1)[0]
-    return f"Predicted **{best}** ({100 * p:.1f} %) from {' + '.join(names)}."
+    if not prediction.confident:
+        return (
+            f"**{NOT_SURE}**: best guess **{best}** at {100 * p:.1f} %, below the model's "
+            f"{100 * prediction.threshold:g} % confidence threshold, from {given}."
+        )
+    return f"Predicted **{best}** ({100 * p:.1f} %) from {given}."
 
 
 @dataclass(frozen=True)
@@ -304,10 +312,24 @@ class PageResult:
     @property
     def status(self) -> str:
         """The message as the page's status line (Markdown)."""
-        return f"{'✓' if self.ok else '⚠'} {self.message}"
+        if self.prediction is None:
+            return f"⚠ {self.message}"
+        return f"{'✓' if self.prediction.confident else '?'} {self.message}"
 
-    def label_value(self) -> dict[str, float] | None:
-        return dict(self.prediction.probabilities) if self.prediction else None
+    def label_value(self, top: int = 3) -> dict[str, Any] | None:
+        """What the Prediction box shows: the probabilities (headed by the best label), or,
+        when the model is not sure, "Not sure" as the heading over the same probabilities
+        (gr.Label's {"label", "confidences"} form)."""
+        if not self.prediction:
+            return None
+        if self.prediction.confident:
+            return dict(self.prediction.probabilities)
+        return {
+            "label": NOT_SURE,
+            "confidences": [
+                {"label": label, "confidence": p} for label, p in self.prediction.top(top)
+            ],
+        }
 
     def latency_text(self) -> str:
         if not self.prediction:
