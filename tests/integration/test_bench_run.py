@@ -48,5 +48,11 @@ def test_quick_bench_against_a_real_server(built_artifacts, tmp_path) -> None:
         assert point["p99_ms"] >= point["p95_ms"] >= point["p50_ms"]
     models = doc["served_detail"][-1]["models"]
     assert {"preprocess", "image_encoder", "text_encoder", "audio_encoder", "fusion"} <= set(models)
+    # By the last round every sample was sent many times: only with the response cache off
+    # (the bench's default) do the encoders still run, as the limit assumes.
+    assert not doc["settings"]["response_cache"]
+    last = doc["rounds"][-1]["served"]
+    for subset, model in (("image", "image_encoder"), ("text", "text_encoder")):
+        assert last[subset]["models"][model]["executions"] > 0, subset
     table = command.format_table(doc)  # the human report renders from the JSON too
     assert "true limit" in table and "served_over_naive" in table

@@ -116,6 +116,7 @@ def test_stats_delta_gives_per_request_phases_and_batch_size() -> None:
     assert set(delta) == {"text_encoder"}  # a model without new requests is left out
     d = delta["text_encoder"]
     assert d["requests"] == 40 and d["executions"] == 10 and d["avg_batch"] == 4.0
+    assert d["successes"] == 40  # what the bench divides the server's CPU by
     assert d["queue_ms"] == pytest.approx(1.0)  # 40 ms over 40 requests
     assert d["compute_infer_ms"] == pytest.approx(10.0)  # 400 ms over 40 requests
     assert d["compute_output_ms"] == 0.0
@@ -322,3 +323,17 @@ def test_human_report_renders_from_the_json_view() -> None:
     for needle in ("true limit", "preprocess_cpu_ms", "image+text+audio", "mixed (stated mix)",
                    "served_over_limit", "x0.50"):  # fmt: skip
         assert needle in table, needle
+
+
+def test_server_cpu_per_request_divides_by_answers_not_refusals() -> None:
+    ensemble = {"requests": 100, "successes": 80, "executions": 80, "avg_batch": 1.0}
+    point = LoadPoint(
+        "all three", 16, 80.0, latency_summary([0.01]), 20, {"UNAVAILABLE": 20}, 100,
+        {spec.ENSEMBLE.name: ensemble}, (0.01,), 1.0, server_cpu_s=0.8, client_cpu_s=0.1,
+    )  # fmt: skip
+    assert point.answered == 80
+    assert point.cpu_ms_per_request == pytest.approx(10.0)  # 800 ms over 80 answers
+    d = point.as_dict()
+    assert d["cpu_ms_per_request"] == 10.0 and d["client_cpu_ms_per_request"] == 1.25
+    unmeasured = LoadPoint("x", 1, 0.0, latency_summary([]), 0, {}, 0, {}, (), 1.0)
+    assert unmeasured.cpu_ms_per_request is None

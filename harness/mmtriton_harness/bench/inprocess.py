@@ -65,7 +65,7 @@ def run_naive(pipeline: TorchPipeline, samples: list[Sample], duration_s: float)
     for sample in samples[:5]:
         pipeline(sample)
     latencies = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     i = 0
     while time.perf_counter() - start < duration_s:
         t0 = time.perf_counter()
@@ -73,9 +73,13 @@ def run_naive(pipeline: TorchPipeline, samples: list[Sample], duration_s: float)
         latencies.append(time.perf_counter() - t0)
         i += 1
     elapsed = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu_start
     return {
         "rps": round(len(latencies) / elapsed, 2),
         "requests": len(latencies),
+        # What it costs whatever else runs beside it (torch's threads spin-wait when the
+        # machine is busy, which throughput alone hides).
+        "cpu_ms_per_request": round(1000 * cpu_s / max(len(latencies), 1), 2),
         "torch_threads": pipeline.torch.get_num_threads(),
         **latency_summary(latencies),
     }

@@ -13,6 +13,10 @@ from mmtriton_client.client import AsyncMultimodalClient, ClientError, RetryPoli
 from .server import server_cpu_s
 from .stats import latency_summary, parse_statistics, stats_delta
 
+# How long a worker waits after an UNAVAILABLE (the server refused: it is full) before it
+# sends again; far below the client library's first retry (0.2 s), so the server stays full.
+REFUSED_BACKOFF_S = 0.02
+
 
 @dataclass(frozen=True)
 class LoadPoint:
@@ -33,8 +37,10 @@ class LoadPoint:
 
     @property
     def answered(self) -> int:
-        """Requests the ensemble answered during the window (Triton's own count)."""
-        return int(self.models.get(spec.ENSEMBLE.name, {}).get("requests", 0))
+        """Requests the ensemble answered with a result during the window (Triton's own
+        count; refusals by admission control are not answers)."""
+        ensemble = self.models.get(spec.ENSEMBLE.name, {})
+        return int(ensemble.get("successes", ensemble.get("requests", 0)))
 
     @property
     def cpu_ms_per_request(self) -> float | None:
@@ -94,6 +100,10 @@ async def _measure(
             except ClientError as exc:
                 status = exc.status
             records.append((t0, time.perf_counter(), status))
+            if status == "UNAVAILABLE":
+                # Refused by admission control: a client backs off before it retries (a
+                # closed loop that retried at once would spin on refusals, measuring them).
+                await asyncio.sleep(REFUSED_BACKOFF_S)
 
     workers = [asyncio.create_task(worker(k)) for k in range(concurrency)]
     try:
@@ -142,7 +152,11 @@ def merge(points: list[LoadPoint]) -> LoadPoint:
     for name in {m for p in points for m in p.models}:
         parts = [p.models[name] for p in points if name in p.models]
         total = sum(x["requests"] for x in parts)
-        merged = {"requests": total, "executions": sum(x["executions"] for x in parts)}
+        merged = {
+            "requests": total,
+            "successes": sum(x.get("successes", 0) for x in parts),
+            "executions": sum(x["executions"] for x in parts),
+        }
         for key in parts[0]:
             if key not in merged:
                 merged[key] = round(sum(x[key] * x["requests"] for x in parts) / total, 3)

@@ -13,9 +13,18 @@ from mmtriton_build.export import repository as repo_files
 from mmtriton_build.export.policy import BatchPolicy
 
 
-def start_server(repository: Path, log_dir: Path, timeout_s: float = 180) -> TritonProcess:
-    """A tritonserver on free ports, ready to serve."""
-    return start_on_free_ports(repository, log_dir, timeout_s)
+def start_server(
+    repository: Path, log_dir: Path, timeout_s: float = 180, response_cache: bool = False
+) -> TritonProcess:
+    """A tritonserver on free ports, ready to serve.
+
+    The encoders' response cache is off unless asked for: the bench cycles through a few dozen
+    samples, so after one pass every encoder call would be a cache hit, and the served figure
+    would measure the cache, not the pipeline (real requests rarely repeat; `--cache-trace`
+    measures the cache on a workload where repeats are the point).
+    """
+    overrides = {} if response_cache else {"response_cache_bytes": 0}
+    return start_on_free_ports(repository, log_dir, timeout_s, **overrides)
 
 
 def _children() -> dict[int, list[int]]:

@@ -64,8 +64,9 @@ def parse_statistics(stats: dict) -> dict[str, dict]:
 def stats_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
     """Per model, what happened between two `parse_statistics` snapshots.
 
-    For each phase: the mean milliseconds a request spent in it; plus requests, executions and
-    the mean batch size (inferences per execution). Models without new requests are left out.
+    For each phase: the mean milliseconds a request spent in it; plus requests (successes and
+    failures), successes, executions and the mean batch size (inferences per execution).
+    Models without new requests are left out.
     """
     out: dict[str, dict] = {}
     for name, a in after.items():
@@ -80,6 +81,7 @@ def stats_delta(before: dict[str, dict], after: dict[str, dict]) -> dict[str, di
         executions = d("execution_count")
         entry = {
             "requests": requests,
+            "successes": d("success_count"),
             "executions": executions,
             "avg_batch": round(d("inference_count") / executions, 2) if executions else 0.0,
         }

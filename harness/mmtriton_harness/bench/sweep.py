@@ -3,7 +3,9 @@
 The machine is shared, so its speed drifts by tens of percent within minutes. Each variant is
 therefore measured paired with the shipped policy: both servers stay up, and short windows
 alternate between them (variant, shipped, variant, shipped). Compare the ratio column, which
-drift affects far less than the absolute numbers.
+drift affects far less than the absolute numbers. The servers run with the encoders' response
+cache off (server.start_server): the samples repeat, and a cache hit skips the very policy a
+variant changes.
 """
 
 from __future__ import annotations
