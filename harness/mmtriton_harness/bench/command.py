@@ -426,7 +426,10 @@ def _perf_analyzer(url: str, samples, s: dict) -> dict:
             log(f"  perf_analyzer could not run: {exc}")
             return {"ok": False, "reason": str(exc)}
     for r in rows:
-        log(f"  pa     c={r['concurrency']:<3} {r['rps']:7.1f} req/s  p99 {r['p99_ms']} ms")
+        if "failed" in r:
+            log(f"  pa     c={r['concurrency']:<3} gave up: {r['failed']}")
+        else:
+            log(f"  pa     c={r['concurrency']:<3} {r['rps']:7.1f} req/s  p99 {r['p99_ms']} ms")
     return {"ok": True, "rows": rows}
 
 
@@ -570,7 +573,12 @@ def format_table(r: dict) -> str:
     pa = r.get("perf_analyzer")
     if pa and pa.get("ok"):
         for p in pa["rows"]:
-            lines.append(_row("perf_analyzer (served, all three)", p["concurrency"], p["rps"], p))
+            if "failed" in p:
+                lines.append(f"perf_analyzer at c={p['concurrency']} gave up: {p['failed']}")
+            else:
+                lines.append(
+                    _row("perf_analyzer (served, all three)", p["concurrency"], p["rps"], p)
+                )
     elif pa:
         lines.append(f"perf_analyzer could not run: {pa['reason']}")
     lines += ["", "where time goes: mean ms per request in queue / compute (mean batch size)"]
