@@ -216,3 +216,49 @@ class Limits:
 
 
 LIMITS = Limits()
+
+
+# --- Absent modalities: the placeholder rule ------------------------------------------------
+# Preprocess fills every encoder input of an absent modality with a constant no real input can
+# produce; the CPU-profile encoders run ONNX Runtime only on the rows that are not exactly that
+# placeholder and give the others a zero embedding (fusion ignores them: PRESENT masks them out
+# of its weights and its sum). The GPU profile's TensorRT batch still computes them. Why no
+# real row can equal its placeholder:
+# - IMAGE_PIXELS: real pixels are (x - 127) / 128 for x in [0, 255], within [-0.99, 1.0];
+# - AUDIO_MEL: a real log-mel is standardised per clip (mean 0; silence gives all zeros), so it
+#   is never a nonzero constant;
+# - TEXT_INPUT_IDS / TEXT_ATTENTION_MASK: a real tokenisation starts with [CLS] (mask 1 there);
+#   an all-zero mask pools to a zero embedding, finite on every runtime.
+PLACEHOLDER_VALUES: dict[str, float] = {
+    IMAGE_PIXELS.name: -4.0,
+    TEXT_INPUT_IDS.name: 0,
+    TEXT_ATTENTION_MASK.name: 0,
+    AUDIO_MEL.name: -4.0,
+}
+
+
+def fill_placeholders(tensors: dict[str, np.ndarray], present: np.ndarray) -> None:
+    """Overwrite, in place, every absent modality's rows of its encoder inputs with the
+    placeholder (`present`: the PRESENT mask, [N, len(MODALITIES)])."""
+    for index, modality in enumerate(MODALITIES):
+        absent = np.asarray(present)[:, index] <= 0.5
+        if absent.any():
+            for tensor in ENCODERS[modality].inputs:
+                tensors[tensor.name][absent] = PLACEHOLDER_VALUES[tensor.name]
+
+
+def placeholder_rows(encoder: ModelSpec, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """bool [N]: the rows of an encoder's inputs that are exactly the placeholder."""
+    rows: np.ndarray | None = None
+    for tensor in encoder.inputs:
+        array = np.asarray(feed[tensor.name])
+        flat = array.reshape(len(array), -1)
+        value = PLACEHOLDER_VALUES[tensor.name]
+        # The first element rules out (almost) every real row cheaply; then the whole row.
+        match = flat[:, 0] == value if flat.shape[1] else np.ones(len(flat), bool)
+        candidates = np.flatnonzero(match)
+        if candidates.size:
+            match[candidates] = (flat[candidates] == value).all(axis=1)
+        rows = match if rows is None else rows & match
+    assert rows is not None, f"{encoder.name} has no inputs"
+    return rows

@@ -9,6 +9,7 @@ import numpy as np
 from mmtriton import spec
 
 from . import tracing
+from .admission import instance_slot, open_ledger
 from .batched import batch_size, batched_responses, gather_inputs
 from .fusion import NumpyFusion
 from .triton_io import model_parameters, output_dtypes, pb_utils
@@ -26,6 +27,10 @@ class FusionModel:
         self.fusion = NumpyFusion(version_dir / params["weights_file"])
         self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, pipeline=True)
         self.tracer = tracing.StepTracer(config["name"])
+        # Samples leaving the pipeline, for preprocess's admission (admission.py); written
+        # whether or not preprocess bounds the flight, since it costs next to nothing.
+        self.ledger = open_ledger()
+        self.slot = instance_slot(args.get("model_instance_name", ""))
 
     def execute(self, requests):
         start = time.perf_counter()
@@ -33,14 +38,14 @@ class FusionModel:
         spans = self._start_spans(requests, inputs)
         responses, ok = batched_responses(self.name, self._compute, inputs, self.dtypes)
         self.tracer.end(spans)
+        now = time.time()
+        stamps = [s for i in inputs for s in i[spec.PIPELINE_START.name][:, 0].tolist()]
+        self.ledger.complete(self.slot, stamps, now)  # answered or failed, they are out
         if not ok:
             return responses
-        now = time.time()
-        for request_inputs in inputs:
-            started = request_inputs[spec.PIPELINE_START.name]
-            for start_s in started[:, 0].tolist():
-                if start_s > 0:  # warm-up requests carry no start time
-                    self.metrics.observe_pipeline(max(now - start_s, 0.0))
+        for start_s in stamps:
+            if start_s > 0:  # warm-up requests carry no start time
+                self.metrics.observe_pipeline(max(now - start_s, 0.0))
         self.metrics.observe_execute(batch_size(inputs), time.perf_counter() - start)
         return responses
 
@@ -68,3 +73,4 @@ class FusionModel:
     def finalize(self) -> None:
         self.tracer.shutdown()
         self.fusion = None
+        self.ledger.close()

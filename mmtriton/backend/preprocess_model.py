@@ -2,7 +2,9 @@
 
 Every input is checked here, before the graph fans out to the encoders: a request that fails
 gets INVALID_ARGUMENT naming the problem and never reaches a sibling step (a failure inside a
-fanned-out step leaks in-flight requests in Triton 2.51; see shared notes).
+fanned-out step leaks in-flight requests in Triton 2.51; see shared notes). For the same reason
+admission happens here (admission.py): under overload the excess is refused with UNAVAILABLE
+before any decoding, so that what is accepted is served within the latency objective.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from mmtriton.preprocess.pipeline import element_bytes
 from mmtriton.server.drain import DRAIN_FILE_ENV, draining
 
 from . import tracing
+from .admission import (
+    BOUND_METRIC,
+    IN_FLIGHT_METRIC,
+    REFUSAL,
+    REFUSED_METRIC,
+    Admission,
+    AdmissionSettings,
+    instance_slot,
+    open_ledger,
+)
 from .triton_io import (
     error_response,
     model_parameters,
@@ -75,6 +87,38 @@ class PreprocessModel:
         self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, inputs=True)
         self.drain_file = os.environ.get(DRAIN_FILE_ENV)
         self.tracer = tracing.StepTracer(config["name"])
+        self.admission = self._admission(params, args.get("model_instance_name", ""))
+
+    def _admission(self, params: dict[str, str], instance: str) -> Admission | None:
+        """Admission against this server's ledger, when the config asks for it."""
+        settings = AdmissionSettings.from_parameters(params)
+        if settings is None:
+            return None
+        pb = pb_utils()
+        # Keep the families referenced on the model: Triton drops a collected one's series.
+        self._admission_families = [
+            pb.MetricFamily(
+                name=REFUSED_METRIC,
+                description="Requests preprocess refused (UNAVAILABLE) because the pipeline "
+                "held its bound of samples in flight",
+                kind=pb.MetricFamily.COUNTER,
+            ),
+            pb.MetricFamily(
+                name=IN_FLIGHT_METRIC,
+                description="Samples in the pipeline at the last admission decision",
+                kind=pb.MetricFamily.GAUGE,
+            ),
+            pb.MetricFamily(
+                name=BOUND_METRIC,
+                description="The admission bound (samples) at the last decision",
+                kind=pb.MetricFamily.GAUGE,
+            ),
+        ]
+        labels = {"model": spec.PREPROCESS.name}
+        self._refused, self._flight_gauge, self._bound_gauge = (
+            f.Metric(labels=labels) for f in self._admission_families
+        )
+        return Admission(open_ledger(), instance_slot(instance), settings)
 
     def execute(self, requests):
         if draining(self.drain_file):  # shutting down: admit nothing new (see server/drain.py)
@@ -90,25 +134,65 @@ class PreprocessModel:
         # Every row received counts toward the batch size, rejected ones included.
         rows = [max((len(a) for a in raw.values() if a is not None), default=0) for raw in raws]
         batch = sum(rows)
-        responses = []
-        for request, raw, n in zip(requests, raws, rows, strict=True):
-            parent = self.tracer.context(request)
-            sizes = {tracing.BATCH_SIZE: n, tracing.STEP_BATCH_SIZE: batch}
-            try:
-                tensors = self._preprocess(raw, parent, sizes)
-            except InvalidInput as exc:
-                self.metrics.count_failure(exc.reason)
-                responses.append(error_response(str(exc)))
-                continue
-            except Exception as exc:  # a decoder bug must not take the model down
-                self.metrics.count_failure("internal")
-                responses.append(error_response(f"preprocessing failed: {exc}", False))
-                continue
-            tensors[spec.PIPELINE_START.name] = np.full((n, 1), time.time(), np.float64)
-            self.metrics.count_modalities(tensors[spec.PRESENT.name])
-            responses.append(tensor_response(tensors, self.dtypes))
+        admitted, refusal = self._admit(rows)
+        decoding = sum(n for n, a in zip(rows, admitted, strict=True) if a)
+        # Each response goes out as soon as it is ready (the response sender, one final
+        # response per request): the refused at once, before any decoding of the admitted,
+        # and each admitted one while the next is decoded, so the encoders start earlier.
+        pb = pb_utils()
+        final = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        senders = [r.get_response_sender() for r in requests]
+        try:
+            for request, sender, admit in zip(requests, senders, admitted, strict=True):
+                if not admit:
+                    with self.tracer.span("admit", self.tracer.context(request)) as span:
+                        self.tracer.refuse(span, "overloaded", refusal)
+                    sender.send(unavailable_response(refusal), flags=final)
+            for request, sender, raw, n, admit in zip(
+                requests, senders, raws, rows, admitted, strict=True
+            ):
+                if admit:
+                    decoding -= n
+                    parent = self.tracer.context(request)
+                    sender.send(self._respond(raw, n, parent, batch, decoding), flags=final)
+        finally:
+            if self.admission is not None:
+                self.admission.done()
         self.metrics.observe_execute(batch, time.perf_counter() - start)
-        return responses
+        return None
+
+    def _admit(self, rows: list[int]) -> tuple[list[bool], str]:
+        """Which requests of the batch enter the pipeline, and the refusal for the others."""
+        if self.admission is None:
+            return [True] * len(rows), ""
+        decision = self.admission.choose(rows)
+        self._flight_gauge.set(decision.flight)
+        self._bound_gauge.set(decision.bound)
+        refused = decision.admitted.count(False)
+        if refused:
+            self._refused.increment(refused)
+        return decision.admitted, REFUSAL.format(bound=decision.bound)
+
+    def _respond(self, raw: dict, n: int, parent, batch: int, decoding: int):
+        """One admitted request's response: its encoder tensors, or the error naming why not.
+        `decoding`: admitted samples of this batch still to decode after this one."""
+        sizes = {tracing.BATCH_SIZE: n, tracing.STEP_BATCH_SIZE: batch}
+        try:
+            tensors = self._preprocess(raw, parent, sizes)
+        except InvalidInput as exc:
+            self.metrics.count_failure(exc.reason)
+            return error_response(str(exc))
+        except Exception as exc:  # a decoder bug must not take the model down
+            self.metrics.count_failure("internal")
+            return error_response(f"preprocessing failed: {exc}", False)
+        present = tensors[spec.PRESENT.name]
+        spec.fill_placeholders(tensors, present)
+        stamp = time.time()
+        tensors[spec.PIPELINE_START.name] = np.full((n, 1), stamp, np.float64)
+        self.metrics.count_modalities(present)
+        if self.admission is not None:
+            self.admission.admitted(stamp, n, decoding)
+        return tensor_response(tensors, self.dtypes)
 
     def _preprocess(self, raw: dict, parent, sizes: dict) -> dict[str, np.ndarray]:
         """One request's encoder tensors, in a span per stage when the request is traced."""
@@ -139,3 +223,7 @@ class PreprocessModel:
     def finalize(self) -> None:
         self.tracer.shutdown()
         self.preprocessor = None
+        if self.admission is not None:
+            self.admission.ledger.close()
+            # The server is stopping (or the model unloading): a new start gets a new ledger.
+            self.admission.ledger.path.unlink(missing_ok=True)

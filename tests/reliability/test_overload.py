@@ -33,14 +33,18 @@ def shipped(tmp_path_factory) -> Iterator[TritonProcess]:
 def test_overload_is_refused_fast_and_accepted_latency_stays_bounded(shipped, examples):
     result = run_overload(shipped, examples, rate=300, seconds=3, client_timeout_s=15)
     assert result["requests"] == 900
-    assert result["rejected"] >= 100, result  # ~5x capacity: most work is refused...
+    assert result["rejected"] >= 100, result  # ~3x capacity: most work is refused...
     assert result["rejected_p50_ms"] < 100  # ...at once, not after a wait
     assert result["failed"] == result["lost"] == result["timeout"] == 0, result["errors"]
     assert result["in_flight_after"] == 0, result
     assert shipped.process.poll() is None
-    assert all("maximum queue size" in e or "timeout" in e for e in result["errors"]), result
-    assert result["ok"] >= 100 and result["accuracy"] == 1.0
-    assert result["ok_p99_ms"] < 8_000  # queue (64) / throughput + the 5 s queue timeout
+    # Admission at the first step refused some; every refusal is one of the explicit kinds.
+    assert result["refused_by"]["admission"] > 0 and result["refused_by"]["other"] == 0, result
+    assert result["ok"] >= 50 and result["accuracy"] == 1.0
+    # The objective is 500 ms (`make reliability` holds the target); on shared cores the
+    # client's own latency adds to it, so the test bounds it loosely. Unbounded queues gave
+    # 3.1-4.4 s here.
+    assert result["ok_p99_ms"] < 2_000, result
     assert result["recovered_after_s"] is not None and result["recovered_after_s"] < 15
 
 

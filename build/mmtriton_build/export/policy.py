@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmtriton import spec
+from mmtriton.backend.admission import AdmissionSettings
+from mmtriton.observability.metrics import PIPELINE_P99_OBJECTIVE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,12 @@ class BatchPolicy:
 POLICIES: dict[str, BatchPolicy] = {
     # Decoding is pure Python/numpy: two instances use both cores while an encoder runs
     # (1 instance measured 0.84-0.91x; 3 instances within noise).
-    # Its queue of 64 is about 1 s of work on 2 cores: overload is refused fast, up front.
+    # Overload is refused up front: admission (ADMISSION below) bounds the samples inside the
+    # pipeline; Triton's queue in front of preprocess holds at most one full closed loop of
+    # 32 callers (beyond, Triton refuses at once), and a request that waited the whole latency
+    # objective there (0.5 s) is refused rather than served late.
     "preprocess": BatchPolicy(
-        32, (8, 16), 1_000, cpu_instances=2, max_queue_size=64, queue_timeout_us=5_000_000
+        32, (8, 16), 1_000, cpu_instances=2, max_queue_size=32, queue_timeout_us=500_000
     ),
     # One ORT thread per encoder: with five models sharing 2 cores, a second intra-op thread
     # only competes with the other steps (image 2 threads: 0.75x, text 2 threads: 0.66-0.83x).
@@ -54,3 +59,54 @@ POLICIES: dict[str, BatchPolicy] = {
 }
 # The ensemble's own batch limit: what one client request may carry.
 ENSEMBLE_MAX_BATCH = spec.MAX_REQUEST_BATCH
+
+
+# --- Admission at the first step (mmtriton/backend/admission.py) ---------------------------
+# What the whole pipeline finishes on the 2-core CPU profile, in samples per second, when it
+# has both cores: served all-three peak 114.6 req/s at c=16, the in-process limit ~140 req/s
+# (docs/performance.md). The bound is sized from it; at run time it follows the measured pace.
+# The GPU profile reads the same preprocess config (the first step runs on CPU there too): its
+# pace moves the bound the same way, up to max_in_flight, which a node whose CPUs finish more
+# than this should raise (capacity measured there x the budget).
+CPU_CAPACITY_SAMPLES_PER_S = 140.0
+# Of the p99 objective (0.5 s, the one `mmtriton top` shows), the share a new sample may expect
+# to wait inside the pipeline: by Little's law that wait is (samples in flight) / (samples
+# finished per second). Half leaves the other half for the tail (batching in five steps,
+# decoding, the queue in front of preprocess, gRPC), since p99 runs up to ~2 x p50 here. A
+# closed loop of callers is refused only once its own latency passes the budget (callers /
+# pace > budget); measured on loaded cores, 0.35 with a floor of 4 refused 11 % of a closed
+# loop of 8 callers served at 107 ms p50, for an overload p99 within the noise of 0.5's.
+ADMISSION_WAIT_SHARE = 0.5
+
+
+def admission_settings(
+    capacity_samples_per_s: float = CPU_CAPACITY_SAMPLES_PER_S,
+    objective_s: float = PIPELINE_P99_OBJECTIVE_SECONDS,
+) -> AdmissionSettings:
+    """The admission bound, derived from the pipeline's capacity and the latency objective.
+
+    - wait budget: ADMISSION_WAIT_SHARE of the objective;
+    - max in flight: what the budget allows at full capacity (capacity x budget): a machine
+      faster than where this was measured still never holds more;
+    - min in flight: one preferred preprocess batch (8), admitted even while the measured pace
+      is low (light traffic, a cold start): so few samples batch well and wait far less than
+      the objective on any core that serves at all, and a closed loop of up to 8 callers is
+      never refused;
+    - max age: entries older than 10 x the objective count no more (a request lost in a step
+      must not shrink the bound for good; a real one is long answered by then);
+    - stall: nothing finished for a second while a sample waited 4 x the objective means a
+      hung step, not overload: preprocess then admits, so that the supervisor's probe (which
+      takes a refusal for an answer) meets the hang and heals it.
+    """
+    budget = objective_s * ADMISSION_WAIT_SHARE
+    floor = min(POLICIES["preprocess"].preferred_batch_sizes)
+    return AdmissionSettings(
+        wait_budget_s=budget,
+        min_in_flight=floor,
+        max_in_flight=max(floor, round(capacity_samples_per_s * budget)),
+        max_age_s=10 * objective_s,
+        stall_after_s=4 * objective_s,
+    )
+
+
+ADMISSION = admission_settings()

@@ -31,6 +31,7 @@ from .payloads import column
 REFUSALS = (
     "exceeds maximum queue size",
     "request timeout expired",
+    "server overloaded",  # admission at the first step (mmtriton/backend/admission.py)
     "shutting down",
     "server is stopping",
     "has no available versions",

@@ -1,8 +1,15 @@
-"""Offered load far beyond capacity: fast explicit refusals, bounded latency, recovery."""
+"""Offered load far beyond capacity: fast explicit refusals, bounded latency, recovery.
+
+The first step refuses what the pipeline cannot serve within its latency objective
+(mmtriton/backend/admission.py), and Triton's own queue in front of it refuses when that queue
+is full. Both answer UNAVAILABLE; `refused_by` says which refused how many. The machine's load
+average is recorded with the figures: on shared cores the client's own latency moves them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -18,6 +25,24 @@ def pipeline_in_flight(metrics_url: str) -> float:
     """Requests queued anywhere plus samples inside the ensemble (0 when nothing leaked)."""
     with urllib.request.urlopen(metrics_url, timeout=5) as resp:
         return in_flight(resp.read().decode())
+
+
+# Who refused, by a phrase of the refusal's message (lower case).
+REFUSERS = {
+    "admission": "server overloaded",  # preprocess: the pipeline holds its bound
+    "queue_full": "exceeds maximum queue size",  # Triton: the first step's queue is full
+    "queue_timeout": "request timeout expired",  # Triton: waited past the queue timeout
+}
+
+
+def refused_by(outcomes: Sequence) -> dict[str, int]:
+    """Refusals counted by who refused (see REFUSERS); "other" for the rest."""
+    counts = dict.fromkeys((*REFUSERS, "other"), 0)
+    for o in outcomes:
+        if o.kind == "rejected":
+            text = o.message.lower()
+            counts[next((k for k, phrase in REFUSERS.items() if phrase in text), "other")] += 1
+    return counts
 
 
 def step_failures(http_url: str) -> dict[str, int]:
@@ -76,6 +101,7 @@ def run_overload(
     kw: dict = {"client_timeout": client_timeout_s}
     if queue_timeout_us:
         kw["timeout"] = queue_timeout_us
+    load_before = os.getloadavg()[0]
     baseline, outcomes, recovered_s = asyncio.run(
         _overload(server.grpc_url, examples, rate, seconds, **kw)
     )
@@ -88,6 +114,8 @@ def run_overload(
         "baseline_ms": round(baseline, 1),
         **summary,
         "served_rps": round(summary["ok"] / window, 1),
+        "refused_by": refused_by(outcomes),
+        "load_average_1m": {"before": round(load_before, 2), "after": os.getloadavg()[0]},
         "recovered_after_s": None if recovered_s is None else round(recovered_s, 2),
         "in_flight_after": pipeline_in_flight(server.metrics_url),
         "step_failures": step_failures(server.http_url),

@@ -8,6 +8,8 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mmtriton.observability.metrics import PIPELINE_P99_OBJECTIVE_SECONDS
+
 from .faults import fault_results, lost
 
 
@@ -39,6 +41,10 @@ def _compare(op, bound: float) -> Callable[[object, dict], bool]:
 
 HEAL_BOUND_S = 30.0
 STOP_BOUND_S = 30.0
+# Under ~3x overload (issue 16): what is accepted is served within the pipeline's p99
+# objective (the one `mmtriton top` shows), and the excess is refused fast.
+OVERLOAD_P99_BOUND_MS = PIPELINE_P99_OBJECTIVE_SECONDS * 1000
+OVERLOAD_REFUSAL_P50_BOUND_MS = 50.0
 
 TARGETS = (
     Target("invalid_inputs_tried", "invalid inputs sent (raw gRPC + web page)", ""),
@@ -75,9 +81,16 @@ TARGETS = (
     ),
     Target(
         "overload_p99_ms",
-        "p99 of accepted requests under overload (queue + 5 s timeout)",
-        "< 8000",
-        _compare(operator.lt, 8000),
+        "p99 of accepted requests under ~3x overload (admission at the first step)",
+        f"<= {OVERLOAD_P99_BOUND_MS:g}",
+        _compare(operator.le, OVERLOAD_P99_BOUND_MS),
+    ),
+    Target("overload_p50_ms", "p50 of the same", ""),
+    Target(
+        "overload_refused_p50_ms",
+        "p50 of the refusals (UNAVAILABLE) under the same overload",
+        f"< {OVERLOAD_REFUSAL_P50_BOUND_MS:g}",
+        _compare(operator.lt, OVERLOAD_REFUSAL_P50_BOUND_MS),
     ),
     Target(
         "left_in_flight",
@@ -199,6 +212,8 @@ def summarize_report(parts: dict) -> dict:
         "lost_requests": lost_total,
         "overload_rejected": overload["rejected"] if overload else None,
         "overload_p99_ms": overload["ok_p99_ms"] if overload else None,
+        "overload_p50_ms": overload["ok_p50_ms"] if overload else None,
+        "overload_refused_p50_ms": overload["rejected_p50_ms"] if overload else None,
         "left_in_flight": None
         if not overload
         else overload["in_flight_after"] + overload["timeout_override"]["in_flight_after"],
