@@ -43,11 +43,12 @@ POLICIES: dict[str, BatchPolicy] = {
     # Decoding is pure Python/numpy: two instances use both cores while an encoder runs
     # (1 instance measured 0.84-0.91x; 3 instances within noise).
     # Overload is refused up front: admission (ADMISSION below) bounds the samples inside the
-    # pipeline; Triton's queue in front of preprocess holds at most one full closed loop of
-    # 32 callers (beyond, Triton refuses at once), and a request that waited the whole latency
-    # objective there (0.5 s) is refused rather than served late.
+    # pipeline; Triton's queue in front of preprocess stays short (16: beyond, Triton refuses
+    # at once, the fastest refusal there is; 32 measured refusal p50 84-106 ms against 18-29
+    # ms under the same overload), and a request that waited the whole latency objective
+    # there (0.5 s) is refused rather than served late.
     "preprocess": BatchPolicy(
-        32, (8, 16), 1_000, cpu_instances=2, max_queue_size=32, queue_timeout_us=500_000
+        32, (8, 16), 1_000, cpu_instances=2, max_queue_size=16, queue_timeout_us=500_000
     ),
     # One ORT thread per encoder: with five models sharing 2 cores, a second intra-op thread
     # only competes with the other steps (image 2 threads: 0.75x, text 2 threads: 0.66-0.83x).
@@ -72,11 +73,11 @@ CPU_CAPACITY_SAMPLES_PER_S = 140.0
 # Of the p99 objective (0.5 s, the one `mmtriton top` shows), the share a new sample may expect
 # to wait inside the pipeline: by Little's law that wait is (samples in flight) / (samples
 # finished per second). Half leaves the other half for the tail (batching in five steps,
-# decoding, the queue in front of preprocess, gRPC), since p99 runs up to ~2 x p50 here. A
-# closed loop of callers is refused only once its own latency passes the budget (callers /
-# pace > budget); measured on loaded cores, 0.35 with a floor of 4 refused 11 % of a closed
-# loop of 8 callers served at 107 ms p50, for an overload p99 within the noise of 0.5's.
-ADMISSION_WAIT_SHARE = 0.5
+# decoding, the queue in front of preprocess, gRPC), and p99 ran 2-3 x p50 under overload
+# here, so the budget is 0.35 of the objective (0.5 measured accepted p99 0.76-1.16 s against
+# 0.52-0.74 s for 0.35, same loaded cores). A closed loop of callers is refused only once its
+# own latency passes the budget (callers / pace > budget), never up to min_in_flight callers.
+ADMISSION_WAIT_SHARE = 0.35
 
 
 def admission_settings(
