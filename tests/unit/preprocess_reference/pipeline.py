@@ -20,6 +20,7 @@ import numpy as np
 
 from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
+from mmtriton.preprocess.text import TextTokenizer, decode_text  # unchanged by issue 16
 from tests.unit.preprocess_reference.audio import (
     VoiceActivityTrimmer,
     features_from_samples,
@@ -32,7 +33,6 @@ from tests.unit.preprocess_reference.image import (
     open_image,
     to_pixels,
 )
-from tests.unit.preprocess_reference.text import TextTokenizer, decode_text
 
 Element = bytes | bytearray | memoryview | None
 
