@@ -103,8 +103,8 @@ def _training_masks(
 
 # No-digit training rows: each modality of a row is swapped for a no-digit input with this
 # probability, and this share of rows gets no digit in any modality.
-NO_DIGIT_MODALITY_SHARE = 0.1
-NO_DIGIT_ROW_SHARE = 0.08
+NO_DIGIT_MODALITY_SHARE = 0.2
+NO_DIGIT_ROW_SHARE = 0.12
 LABEL_SMOOTHING = 0.05
 
 

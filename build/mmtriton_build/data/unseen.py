@@ -109,6 +109,20 @@ NO_DIGIT_TEXTS_TRAIN: tuple[str, ...] = (
     "?",
     "thanks",
 )
+# A third pool for choosing the threshold on validation data: texts the fusion never trained
+# on (so validation sees what held-out texts do), yet not the evaluation's.
+NO_DIGIT_TEXTS_VAL: tuple[str, ...] = (
+    "qwerty",
+    "random note",
+    "see the picture",
+    "hmm",
+    "xyz abc",
+    "empty box",
+    "nothing written",
+    "quick brown fox",
+    "what a day",
+    "...",
+)
 NO_DIGIT_TEXTS_HELD_OUT: tuple[str, ...] = (
     "good morning",
     "the weather is nice today",

@@ -77,7 +77,11 @@ def _add_held_out(splits: dict, paths: BuildPaths, seed: int) -> dict:
     kinds = {}
     train_texts = (*UNINFORMATIVE_PHRASES, *unseen.NO_DIGIT_TEXTS_TRAIN)
     for n, (name, size) in enumerate(NO_DIGIT_SIZES.items()):
-        texts = unseen.NO_DIGIT_TEXTS_HELD_OUT if name == "nodigit_test" else train_texts
+        texts = {
+            "nodigit_train": train_texts,
+            "nodigit_val": unseen.NO_DIGIT_TEXTS_VAL,
+            "nodigit_test": unseen.NO_DIGIT_TEXTS_HELD_OUT,
+        }[name]
         nd = unseen.no_digit_set(root / name, seed * 10 + n, size, texts)
         splits[name] = nd.samples
         kinds[name] = nd.kinds

@@ -22,6 +22,11 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
     splits = load_splits(paths)
     extractor = make_extractor(paths, load_encoders(config, paths))
     if any(s.image_index is not None for s in splits["train"]):  # the default (MNIST) data
+        if "unseen" not in splits:
+            raise SystemExit(
+                "error: the data step's output predates the held-out and no-digit sets; "
+                "run `mmtriton build --force`"
+            )
         extractor.fonts = font_paths(TRAINING_FONTS)
     for name, (split, degrade) in FEATURE_PLAN.items():
         start = time.perf_counter()
