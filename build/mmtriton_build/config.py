@@ -27,7 +27,7 @@ class EncoderSettings:
     text_kind: str = "minilm"
     text_path: str = ""
     audio_kind: str = "logmel_cnn"
-    audio_epochs: int = 14
+    audio_epochs: int = 10
     audio_noisy_copies: int = 2
 
 
@@ -67,7 +67,7 @@ def load_config(path: Path = DEFAULT_CONFIG) -> BuildConfig:
             text_kind=text.get("kind", "minilm"),
             text_path=text.get("path", ""),
             audio_kind=audio.get("kind", "logmel_cnn"),
-            audio_epochs=int(audio.get("epochs", 14)),
+            audio_epochs=int(audio.get("epochs", 10)),
             audio_noisy_copies=int(audio.get("noisy_copies", 2)),
         ),
         fusion=fusion,

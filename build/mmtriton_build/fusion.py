@@ -37,6 +37,8 @@ class FusionModel(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(shared_dim, shared_dim), nn.GELU(), nn.Linear(shared_dim, num_classes)
         )
+        # Logits are divided by it; fitted on validation data after training (calibration).
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(
         self,
@@ -61,7 +63,7 @@ class FusionModel(nn.Module):
             weights = torch.nan_to_num(weights, nan=0.0)  # a row with nothing present
         # where(), not multiply: an absent modality's placeholder can never leak in.
         fused = torch.where(mask.unsqueeze(-1), z * weights.unsqueeze(-1), torch.zeros_like(z))
-        logits = self.classifier(fused.sum(dim=1))
+        logits = self.classifier(fused.sum(dim=1)) / self.temperature
         if self.mode == "sum":
             weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
         return logits, weights
@@ -83,5 +85,6 @@ def load_fusion(path: Path) -> FusionModel:
     num_classes = data["classifier.2.weight"].shape[0]
     model = FusionModel(mode, shared_dim, num_classes)
     state = {k: torch.from_numpy(data[k]) for k in data.files if k != "__mode__"}
+    state.setdefault("temperature", torch.ones(()))  # saved before calibration existed
     model.load_state_dict(state)
     return model.eval()

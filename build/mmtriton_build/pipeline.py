@@ -98,7 +98,7 @@ def build(
     runner = StepRunner(paths.stamps, force=force)
     cfg = dataclasses.asdict(config)
     if dataset is None:
-        data.check_system_tools(["npm", "espeak-ng", "flite"])
+        data.check_system_tools(list(data.SYSTEM_TOOLS))
     keys: dict[str, str] = {}
     for step in STEPS:
         keys[step.name] = step_key(step, cfg, keys, dataset)

@@ -101,6 +101,25 @@ def _training_masks(
     return keep
 
 
+# No-digit training rows: each modality of a row is swapped for a no-digit input with this
+# probability, and this share of rows gets no digit in any modality.
+NO_DIGIT_MODALITY_SHARE = 0.2
+NO_DIGIT_ROW_SHARE = 0.12
+LABEL_SMOOTHING = 0.05
+
+
+def soft_targets(
+    labels: torch.Tensor, informative: torch.Tensor, present: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """Training targets [N, C]: the (smoothed) label where a present modality carries the
+    digit, else uniform, so inputs without a digit teach the model to say "not sure"."""
+    uniform = torch.full((len(labels), num_classes), 1.0 / num_classes)
+    onehot = nn.functional.one_hot(labels.clamp(min=0), num_classes).float()
+    smoothed = onehot * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / num_classes
+    has_digit = ((informative > 0.5) & (present > 0.5)).any(dim=1) & (labels >= 0)
+    return torch.where(has_digit.unsqueeze(1), smoothed, uniform)
+
+
 def train_fusion(
     mode: str,
     clean: SplitFeatures,
@@ -114,11 +133,14 @@ def train_fusion(
     only: str | None = None,
     num_classes: int = spec.NUM_CLASSES,
     degraded_share: float = 0.4,
+    no_digit: SplitFeatures | None = None,
 ) -> tuple[FusionModel, float]:
     """Train one fusion model (or a unimodal baseline with `only`) on frozen embeddings.
 
-    Each training row is drawn clean or degraded so the model learns to lean on whichever
-    modality is reliable; the epoch with the best validation accuracy over all subsets is kept.
+    Each modality of each training row is drawn clean or augmented/corrupted (at a random
+    severity) on its own, so one modality can be bad while another is fine and the model
+    learns to lean on the reliable one; rows may carry no-digit inputs (``no_digit``), whose
+    target is uniform. The epoch with the best validation accuracy over all subsets is kept.
     """
     torch.manual_seed(seed)
     model = FusionModel(mode, shared_dim, num_classes)
@@ -127,19 +149,36 @@ def train_fusion(
     steps = epochs * int(np.ceil(len(clean) / batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     xc, xd = _tensors(clean), _tensors(degraded)
+    info_c = torch.from_numpy(clean.informative.astype(np.float32))
+    info_d = torch.from_numpy(degraded.informative.astype(np.float32))
+    nd = _tensors(no_digit) if no_digit is not None and len(no_digit) else None
     labels = torch.from_numpy(clean.labels)
     available = torch.from_numpy(clean.present)
     gen = torch.Generator().manual_seed(seed)
     best_acc, best_state = -1.0, None
     val_subsets = [(only,)] if only else list(TRAINING_SUBSETS)
+    n_mod = len(spec.MODALITIES)
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(clean), generator=gen).split(batch):
-            use_degraded = (torch.rand(len(idx), generator=gen) < degraded_share).unsqueeze(1)
-            feats = {m: torch.where(use_degraded, xd[m][idx], xc[m][idx]) for m in xc}
+            n = len(idx)
+            use_degraded = torch.rand(n, n_mod, generator=gen) < degraded_share
+            feats = {
+                m: torch.where(use_degraded[:, j : j + 1], xd[m][idx], xc[m][idx])
+                for j, m in enumerate(spec.MODALITIES)
+            }
+            informative = torch.where(use_degraded, info_d[idx], info_c[idx])
             present = _training_masks(available[idx], gen, dropout, only)
+            if nd is not None:
+                swap = torch.rand(n, n_mod, generator=gen) < NO_DIGIT_MODALITY_SHARE
+                swap |= (torch.rand(n, generator=gen) < NO_DIGIT_ROW_SHARE).unsqueeze(1)
+                pick = torch.randint(len(no_digit), (n, n_mod), generator=gen)
+                for j, m in enumerate(spec.MODALITIES):
+                    feats[m] = torch.where(swap[:, j : j + 1], nd[m][pick[:, j]], feats[m])
+                informative = torch.where(swap, torch.zeros_like(informative), informative)
             logits, _ = model(**feats, present=present)
-            loss = nn.functional.cross_entropy(logits, labels[idx], label_smoothing=0.05)
+            target = soft_targets(labels[idx], informative, present, num_classes)
+            loss = nn.functional.cross_entropy(logits, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -150,6 +189,35 @@ def train_fusion(
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return model.eval(), best_acc
+
+
+@torch.inference_mode()
+def logits_for(model: FusionModel, feats: SplitFeatures, subset: tuple[str, ...]) -> np.ndarray:
+    """Logits [N, C] (after the model's temperature) with only `subset` given."""
+    model.eval()
+    present = torch.from_numpy(subset_mask(subset, len(feats)) * feats.present)
+    logits, _ = model(**_tensors(feats), present=present)
+    return logits.numpy()
+
+
+def calibrate(
+    model: FusionModel,
+    val_sets: list[SplitFeatures],
+    subsets: list[tuple[str, ...]],
+) -> float:
+    """Fit the model's temperature on validation rows of every subset; returns it."""
+    from .calibration import fit_temperature
+
+    model.temperature.fill_(1.0)
+    logits, labels = [], []
+    for feats in val_sets:
+        for subset in subsets:
+            rows = (subset_mask(subset, len(feats)) * feats.present).sum(axis=1) > 0
+            logits.append(logits_for(model, feats, subset)[rows])
+            labels.append(feats.labels[rows])
+    temperature = fit_temperature(np.concatenate(logits), np.concatenate(labels))
+    model.temperature.fill_(temperature)
+    return temperature
 
 
 @torch.inference_mode()

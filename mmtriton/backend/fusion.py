@@ -46,6 +46,8 @@ class NumpyFusion:
                 f"expected one of {spec.FUSION_MODES}"
             )
         self.w = {k: data[k].astype(np.float32) for k in data.files if k != "__mode__"}
+        # The calibration temperature the build fitted on validation data (1: none).
+        self.temperature = float(self.w.pop("temperature", np.float32(1.0)))
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
         return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
@@ -78,7 +80,7 @@ class NumpyFusion:
             weights = _softmax(scores, axis=1).astype(np.float32)
         fused = np.where(mask[..., None], z * weights[..., None], 0.0).sum(axis=1)
         hidden = _gelu(self._linear(fused, "classifier.0"))
-        logits = self._linear(hidden, "classifier.2")
+        logits = self._linear(hidden, "classifier.2") / np.float32(self.temperature)
         if self.mode == "sum":
             weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
         return _softmax(logits, axis=1).astype(np.float32), weights.astype(np.float32)

@@ -21,12 +21,39 @@ from mmtriton_build.export.tensorrt import (
 )
 
 
+def _served_threshold(config_text: str) -> float:
+    """The confidence threshold a config.pbtxt carries, parsed as Triton and clients do."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(config_text, model_config_pb2.ModelConfig())
+    return float(config.parameters[spec.CONFIDENCE_THRESHOLD_PARAMETER].string_value)
+
+
 def test_committed_configs_match_the_generator() -> None:
-    """config.pbtxt files are generated from the spec; a hand edit or stale file fails here."""
+    """config.pbtxt files are generated from the spec; a hand edit or stale file fails here.
+
+    The ensemble's confidence threshold is the one value chosen by the build (on validation
+    data), so it is taken from the committed file; everything else must match exactly.
+    """
     root = model_repository_dir()
     labels = (root / "multimodal" / repo.LABEL_FILE).read_text().split()
-    for rel, text in repo.generate_configs(labels).items():
+    threshold = _served_threshold((root / "multimodal" / "config.pbtxt").read_text())
+    assert 0.0 < threshold < 1.0
+    for rel, text in repo.generate_configs(labels, threshold).items():
         assert (root / rel).read_text() == text, f"{rel} is stale: run `mmtriton export`"
+
+
+def test_ensemble_config_carries_the_threshold_the_build_chose(tmp_path) -> None:
+    calibration = tmp_path / "calibration.json"
+    assert repo.read_confidence_threshold(calibration) == spec.DEFAULT_CONFIDENCE_THRESHOLD
+    calibration.write_text('{"temperature": 1.3, "confidence_threshold": 0.42}')
+    threshold = repo.read_confidence_threshold(calibration)
+    repo.write_configs(tmp_path / "repo", ["a", "b"], threshold)
+    text = (tmp_path / "repo" / "multimodal" / "config.pbtxt").read_text()
+    assert _served_threshold(text) == 0.42
+    with pytest.raises(ValueError, match="confidence threshold"):
+        repo.ensemble_config(2, 1.5)
 
 
 def test_every_model_has_a_config_and_thin_model_py() -> None:

@@ -88,3 +88,30 @@ def test_serving_refuses_weights_with_an_unknown_fusion_mode(tmp_path) -> None:
         NumpyFusion(bad)
     with pytest.raises(ValueError, match="unknown fusion mode"):
         FusionModel("concat")
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.5])
+def test_numpy_twin_applies_the_calibration_temperature(temperature: float, tmp_path) -> None:
+    """The served fusion divides the logits by the build's temperature, as PyTorch does."""
+    model = _model("attention")
+    feats = _batch(16, seed=7)
+    present = torch.ones(16, 3)
+    with torch.no_grad():
+        plain, _ = model(**feats, present=present)
+        model.temperature.fill_(temperature)
+        scaled, _ = model(**feats, present=present)
+    path = tmp_path / "t.npz"
+    save_fusion(model, path)
+    probs, _ = NumpyFusion(path)({m: t.numpy() for m, t in feats.items()}, present.numpy())
+    assert torch.allclose(scaled, plain / temperature, atol=1e-5)
+    assert np.abs(probs - torch.softmax(scaled, 1).numpy()).max() <= 1e-5
+    assert float(load_fusion(path).temperature) == pytest.approx(temperature)
+
+
+def test_weights_saved_before_calibration_load_with_temperature_one(tmp_path) -> None:
+    model = _model("sum")
+    path = tmp_path / "old.npz"
+    arrays = {k: v.numpy() for k, v in model.state_dict().items() if k != "temperature"}
+    np.savez(path, __mode__=np.array("sum"), **arrays)
+    assert float(load_fusion(path).temperature) == 1.0
+    assert NumpyFusion(path).temperature == 1.0

@@ -20,7 +20,9 @@ class Sample:
     """One example; any modality may be absent (``None``).
 
     ``image_index`` is a row of the MNIST array; ``image_path`` a file (user datasets).
-    ``degrade_seed`` set means: degrade image and audio with ``degradation_rng`` before use.
+    ``degrade_seed`` set means: degrade image and audio with ``degradation_rng`` before use;
+    ``severity`` (0..1) then sets how hard (``None``: the degraded test set's sigma 0.6, 0 dB).
+    ``label`` -1 marks an input without a digit (its target is "not sure").
     """
 
     label: int
@@ -29,6 +31,7 @@ class Sample:
     audio_path: Path | None = None
     image_path: Path | None = None
     degrade_seed: int | None = None
+    severity: float | None = None
 
 
 def build_splits(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import numpy as np
@@ -104,3 +105,15 @@ def make_phrase(label: int | None, rng: np.random.Generator) -> str:
 def make_uninformative_phrase(rng: np.random.Generator) -> str:
     """A phrase that carries no information about the digit."""
     return _recase_and_space(str(rng.choice(UNINFORMATIVE_PHRASES)), rng)
+
+
+_DIGIT_TOKEN = re.compile(
+    r"\d|\b(?:"
+    + "|".join(sorted({*DIGIT_WORDS, *(w for ws in MISSPELLINGS.values() for w in ws)}))
+    + r")\b"
+)
+
+
+def names_digit(text: str | None) -> bool:
+    """Whether a phrase names a digit (a numeral, a digit word or one of its misspellings)."""
+    return bool(text) and _DIGIT_TOKEN.search(text.lower()) is not None

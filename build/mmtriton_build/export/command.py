@@ -108,7 +108,8 @@ def populate_repository(config: BuildConfig, paths: BuildPaths, repo: Path) -> N
     from ..encoders import default_text_model_dir
 
     labels = paths.labels.read_text().split()
-    repo_files.write_configs(repo, labels)
+    threshold = repo_files.read_confidence_threshold(paths.calibration)
+    repo_files.write_configs(repo, labels, threshold)
     for m, path in onnx_paths(paths).items():
         repo_files.install_file(path, repo / spec.ENCODERS[m].name / "1" / repo_files.ONNX_FILE)
     repo_files.install_file(

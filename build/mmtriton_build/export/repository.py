@@ -192,8 +192,27 @@ def fusion_config(num_classes: int) -> str:
     return _python_model(spec.FUSION, {"weights_file": FUSION_WEIGHTS}, dims=dims)
 
 
-def ensemble_config(num_classes: int) -> str:
-    """`multimodal`: preprocess -> three encoders -> fusion, one gRPC call for clients."""
+def read_confidence_threshold(calibration: Path) -> float:
+    """The confidence threshold the build chose on validation data (its calibration.json),
+    or the spec's default when the build chose none."""
+    import json
+
+    chosen = None
+    if calibration.exists():
+        chosen = json.loads(calibration.read_text()).get("confidence_threshold")
+    return float(chosen) if chosen is not None else spec.DEFAULT_CONFIDENCE_THRESHOLD
+
+
+def ensemble_config(
+    num_classes: int, confidence_threshold: float = spec.DEFAULT_CONFIDENCE_THRESHOLD
+) -> str:
+    """`multimodal`: preprocess -> three encoders -> fusion, one gRPC call for clients.
+
+    It carries the confidence threshold as a parameter: clients read it from the served
+    config and report an answer below it as not confident ("not sure").
+    """
+    if not 0.0 < confidence_threshold < 1.0:
+        raise ValueError(f"confidence threshold must be in (0, 1), not {confidence_threshold}")
     dims = {spec.PROBABILITIES.name: (num_classes,)}
     pre, fus = spec.PREPROCESS, spec.FUSION
 
@@ -242,16 +261,19 @@ def ensemble_config(num_classes: int) -> str:
         + "ensemble_scheduling {\n  step [\n"
         + ",\n".join(steps)
         + "\n  ]\n}\n"
+        + _parameters({spec.CONFIDENCE_THRESHOLD_PARAMETER: f"{confidence_threshold:.2f}"})
     )
 
 
-def generate_configs(labels: list[str]) -> dict[str, str]:
+def generate_configs(
+    labels: list[str], confidence_threshold: float = spec.DEFAULT_CONFIDENCE_THRESHOLD
+) -> dict[str, str]:
     """Every generated text file of the repository, keyed by path relative to its root."""
     n = len(labels)
     files = {
         "preprocess/config.pbtxt": preprocess_config(),
         "fusion/config.pbtxt": fusion_config(n),
-        "multimodal/config.pbtxt": ensemble_config(n),
+        "multimodal/config.pbtxt": ensemble_config(n, confidence_threshold),
         f"multimodal/{LABEL_FILE}": "\n".join(labels) + "\n",
     }
     for model in spec.ENCODERS.values():
@@ -260,10 +282,12 @@ def generate_configs(labels: list[str]) -> dict[str, str]:
     return files
 
 
-def write_configs(repo: Path, labels: list[str]) -> list[Path]:
+def write_configs(
+    repo: Path, labels: list[str], confidence_threshold: float = spec.DEFAULT_CONFIDENCE_THRESHOLD
+) -> list[Path]:
     """Write the generated configs (and empty version folders) into `repo`."""
     written = []
-    for rel, text in generate_configs(labels).items():
+    for rel, text in generate_configs(labels, confidence_threshold).items():
         path = repo / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:

@@ -20,30 +20,31 @@ def outputs(paths: BuildPaths) -> list[Path]:
     return [paths.audio_encoder]
 
 
-def _clip_mels(samples, trimmer, seed: int, split: str, noisy: bool):
-    """Log-mels of each distinct clip in `samples` (optionally noise-augmented) and labels."""
-    from ..features import audio_mel, sample_rng
+def _clip_mels(samples, seed: int, split: str, copies: int):
+    """Log-mels of each distinct clip in `samples` plus `copies` augmented versions of each
+    (noise at any SNR, rooms, phone lines, codecs, levels, rates: features.augmented_audio)."""
+    from ..features import preprocess_many, sample_rng
 
     clips = {}
     for s in samples:
         if s.audio_path is not None:
             clips.setdefault(str(s.audio_path), s)
-    mels, labels = [], []
+    jobs, labels = [], []
     for i, s in enumerate(clips.values()):
-        mels.append(audio_mel(s, trimmer, None))
+        jobs.append((s, None, False))
         labels.append(s.label)
-        if noisy:
-            mels.append(audio_mel(s, trimmer, sample_rng(seed, f"{split}-aug", i)))
+        for k in range(copies):
+            rng = sample_rng(seed, f"{split}-aug{k}" if k else f"{split}-aug", i)
+            jobs.append((s, rng, True))
             labels.append(s.label)
-    if not mels:
+    if not jobs:
         return np.zeros((0, *spec.AUDIO_MEL.dims), np.float32), np.zeros(0, np.int64)
+    mels = preprocess_many("audio", jobs, np.zeros((0, 28, 28), np.uint8), (), f"{split} clips")
     return np.stack(mels).astype(np.float32), np.array(labels, np.int64)
 
 
 def run(config: BuildConfig, paths: BuildPaths) -> None:
     """Train and save the audio encoder (an untrained one when the data has no audio)."""
-    from mmtriton.preprocess.audio import VoiceActivityTrimmer
-
     from ..encoders import AudioEncoder
     from ..train import train_audio_encoder
 
@@ -54,10 +55,11 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
         torch.manual_seed(config.seed)
         torch.save(AudioEncoder().state_dict(), paths.audio_encoder)
         return
-    trimmer = VoiceActivityTrimmer()
     start = time.perf_counter()
-    mels, labels = _clip_mels(splits["train"], trimmer, config.seed, "train", noisy=True)
-    val_mels, val_labels = _clip_mels(splits["val"], trimmer, config.seed, "val", noisy=False)
+    copies = config.encoders.audio_noisy_copies
+    mels, labels = _clip_mels(splits["train"], config.seed, "train", copies)
+    # Validation: clean and once augmented, so the kept epoch is the one that generalises.
+    val_mels, val_labels = _clip_mels(splits["val"], config.seed, "val", 1)
     if len(val_mels) == 0:  # tiny user datasets: validate on the training clips
         val_mels, val_labels = mels, labels
     print(f"  {len(mels)} training log-mels in {time.perf_counter() - start:.1f} s")

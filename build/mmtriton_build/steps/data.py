@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -10,11 +11,22 @@ import numpy as np
 
 from mmtriton import spec
 
-from ..artifacts import BuildPaths
+from ..artifacts import SEVERITY_LEVELS, BuildPaths
 from ..config import BuildConfig
 
-# The Debian packages behind the tools the default data needs.
-SYSTEM_TOOLS = {"espeak-ng": "espeak-ng", "flite": "flite", "npm": "npm"}
+# The Debian packages behind the tools the default data needs (festival: the
+# held-out speech synthesizer, only ever heard in the evaluation).
+SYSTEM_TOOLS = {
+    "espeak-ng": "espeak-ng",
+    "flite": "flite",
+    "npm": "npm",
+    "festival": "festival festvox-kdlpc16k",
+}
+# Sizes of the held-out and no-digit sets.
+UNSEEN_PER_IMAGE_SOURCE = 250
+FESTIVAL_CLIPS_PER_DIGIT = 16
+NO_DIGIT_SIZES = {"nodigit_train": 480, "nodigit_val": 160, "nodigit_test": 160}
+SEVERITY_SAMPLES = 250
 
 
 def check_system_tools(needed: list[str]) -> None:
@@ -31,6 +43,59 @@ def check_system_tools(needed: list[str]) -> None:
 def outputs(paths: BuildPaths) -> list[Path]:
     """What this step writes."""
     return [paths.splits, paths.labels]
+
+
+def _add_held_out(splits: dict, paths: BuildPaths, seed: int) -> dict:
+    """Add the held-out ("unseen"), no-digit and severity splits; returns their metadata."""
+    from dataclasses import replace
+
+    from ..data import dataset as ds
+    from ..data import unseen
+    from ..data.text import UNINFORMATIVE_PHRASES
+
+    root = paths.data / "unseen"
+    festival = unseen.festival_clips(root / "festival", seed, FESTIVAL_CLIPS_PER_DIGIT)
+    by_label: dict[int, list[Path]] = {}
+    for path, label in festival:
+        by_label.setdefault(label, []).append(path)
+    images = unseen.image_sources(root / "images", seed, UNSEEN_PER_IMAGE_SOURCE)
+    rng = np.random.default_rng([seed, 14])
+    samples, image_source = [], []
+    for source, items in images.items():
+        for i, (path, label) in enumerate(items):
+            clips = by_label[label]
+            samples.append(
+                ds.Sample(
+                    label=label,
+                    image_path=path,
+                    text=unseen.held_out_phrase(label, rng),
+                    audio_path=clips[(i // 10) % len(clips)],
+                )
+            )
+            image_source.append(source)
+    splits["unseen"] = samples
+    kinds = {}
+    train_texts = (*UNINFORMATIVE_PHRASES, *unseen.NO_DIGIT_TEXTS_TRAIN)
+    for n, (name, size) in enumerate(NO_DIGIT_SIZES.items()):
+        texts = {
+            "nodigit_train": train_texts,
+            "nodigit_val": unseen.NO_DIGIT_TEXTS_VAL,
+            "nodigit_test": unseen.NO_DIGIT_TEXTS_HELD_OUT,
+        }[name]
+        nd = unseen.no_digit_set(root / name, seed * 10 + n, size, texts)
+        splits[name] = nd.samples
+        kinds[name] = nd.kinds
+    # Accuracy against corruption severity: the first test samples at each level.
+    base = ds.make_degraded_test(splits["test"][:SEVERITY_SAMPLES], seed)
+    for level in SEVERITY_LEVELS:
+        splits[f"severity_{level:.1f}"] = [replace(s, severity=level) for s in base]
+    return {
+        "image_source": image_source,
+        "audio_source": f"festival:{'+'.join(unseen.HELD_OUT_FESTIVAL_VOICES)}",
+        "text_source": "held_out_phrasings",
+        "no_digit_kinds": kinds,
+        "severity_levels": list(SEVERITY_LEVELS),
+    }
 
 
 def run(config: BuildConfig, paths: BuildPaths, dataset: Path | None) -> None:
@@ -60,6 +125,8 @@ def run(config: BuildConfig, paths: BuildPaths, dataset: Path | None) -> None:
             sizes={"train": d.mnist_train, "val": d.mnist_val, "test": d.mnist_test},
         )
         splits["test_degraded"] = ds.make_degraded_test(splits["test"], config.seed)
+        sources = _add_held_out(splits, paths, config.seed)
+        paths.unseen_sources.write_text(json.dumps(sources, indent=1) + "\n")
         labels = list(spec.LABELS)
         mnist = images
     np.save(paths.images, mnist)

@@ -17,10 +17,21 @@ def outputs(paths: BuildPaths) -> list[Path]:
 
 def run(config: BuildConfig, paths: BuildPaths) -> None:
     """Write one feature file per feature set (clean and degraded)."""
+    from ..data.unseen import TRAINING_FONTS, font_paths
+
     splits = load_splits(paths)
     extractor = make_extractor(paths, load_encoders(config, paths))
+    if any(s.image_index is not None for s in splits["train"]):  # the default (MNIST) data
+        if "unseen" not in splits:
+            raise SystemExit(
+                "error: the data step's output predates the held-out and no-digit sets; "
+                "run `mmtriton build --force`"
+            )
+        extractor.fonts = font_paths(TRAINING_FONTS)
     for name, (split, degrade) in FEATURE_PLAN.items():
         start = time.perf_counter()
-        feats = extractor.split(splits[split], name, degrade=degrade, seed=config.seed)
+        # Held-out, no-digit and severity sets exist for the default data only.
+        samples = splits.get(split, [])
+        feats = extractor.split(samples, name, degrade=degrade, seed=config.seed)
         feats.save(paths.feature_file(name))
         print(f"  {name}: {len(feats)} samples in {time.perf_counter() - start:.1f} s")

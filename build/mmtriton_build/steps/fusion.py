@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
 
 from mmtriton import spec
 
@@ -12,18 +15,36 @@ from ..config import BuildConfig
 
 def outputs(paths: BuildPaths) -> list[Path]:
     """What this step writes."""
-    return [paths.fusion(m) for m in spec.FUSION_MODES] + [
-        paths.baseline(m) for m in spec.MODALITIES
-    ]
+    return (
+        [paths.fusion(m) for m in spec.FUSION_MODES]
+        + [paths.baseline(m) for m in spec.MODALITIES]
+        + [paths.calibration]
+    )
+
+
+def _choose_threshold(model, f: dict) -> float:
+    """The confidence threshold, from validation digits and validation no-digit inputs."""
+    from ..calibration import choose_threshold, softmax
+    from ..train import TRAINING_SUBSETS, logits_for
+
+    digit_p, digit_y, nd_p = [], [], []
+    for subset in TRAINING_SUBSETS:
+        for name in ("val", "val_degraded"):
+            digit_p.append(softmax(logits_for(model, f[name], subset)))
+            digit_y.append(f[name].labels)
+        nd_p.append(softmax(logits_for(model, f["nodigit_val"], subset)))
+    return choose_threshold(np.concatenate(digit_p), np.concatenate(digit_y), np.concatenate(nd_p))
 
 
 def run(config: BuildConfig, paths: BuildPaths) -> None:
-    """Train and save every fusion mode and every unimodal baseline."""
+    """Train, calibrate and save every fusion mode and every unimodal baseline; write the
+    temperature and the confidence threshold (chosen on validation data) beside them."""
     from ..features import SplitFeatures
     from ..fusion import save_fusion
-    from ..train import train_fusion
+    from ..train import TRAINING_SUBSETS, calibrate, train_fusion
 
     f = {n: SplitFeatures.load(paths.feature_file(n)) for n in FEATURE_SETS}
+    val_sets = [f["val"]] + ([f["val_degraded"]] if len(f["val_degraded"]) else [])
     fs = config.fusion
     num_classes = len(paths.labels.read_text().split())
     common = dict(
@@ -32,16 +53,30 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
         seed=config.seed,
         num_classes=num_classes,
         degraded_share=fs.degraded_share,
+        no_digit=f["nodigit_train"],
     )
+    calibration = {}
     for mode in spec.FUSION_MODES:
         model, acc = train_fusion(
             mode, f["train"], f["train_degraded"], f["val"], dropout=fs.modality_dropout, **common
         )
+        temperature = calibrate(model, val_sets, list(TRAINING_SUBSETS))
         save_fusion(model, paths.fusion(mode))
-        print(f"  fusion {mode}: validation accuracy over all subsets {acc:.4f}")
+        print(f"  fusion {mode}: validation accuracy (all subsets) {acc:.4f}, T {temperature:.3f}")
+        if mode == fs.mode:
+            threshold = _choose_threshold(model, f) if len(f["nodigit_val"]) else None
+            calibration = {
+                "temperature": round(temperature, 4),
+                "confidence_threshold": threshold,
+                "chosen_on": "val and val_degraded (temperature: NLL over every subset); "
+                "threshold: also nodigit_val (calibration.choose_threshold)",
+            }
     for modality in spec.MODALITIES:
         model, acc = train_fusion(
             fs.mode, f["train"], f["train_degraded"], f["val"], dropout=0.0, only=modality, **common
         )
+        calibrate(model, val_sets, [(modality,)])
         save_fusion(model, paths.baseline(modality))
         print(f"  {modality}-only baseline: validation accuracy {acc:.4f}")
+    paths.calibration.write_text(json.dumps(calibration, indent=1) + "\n")
+    print(f"  calibration: {calibration}")
