@@ -52,8 +52,8 @@ class SupervisorPolicy:
 
     poll_s: float = 0.25
     probe_interval_s: float = 2.0
-    # Longer than the first step's queue timeout (5 s), so overload answers UNAVAILABLE in
-    # time instead of looking like a hang.
+    # Far longer than the first step's queue timeout (0.5 s) and admission's refusals (at
+    # once), so overload answers UNAVAILABLE in time instead of looking like a hang.
     probe_timeout_s: float = 6.0
     # One failed probe turns the server unready; this many in a row restart it.
     probe_failures_to_heal: int = 2
