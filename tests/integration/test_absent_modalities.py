@@ -18,18 +18,11 @@ from mmtriton.layout import FUSION_WEIGHTS, ONNX_FILE
 from mmtriton.preprocess.pipeline import Preprocessor
 from mmtriton_build.examples import load_examples
 from mmtriton_client.client import Sample, build_inputs
-from tests.conftest import require_repository, start_triton
+from tests.conftest import require_repository
 
 pytestmark = pytest.mark.integration
 
 TOLERANCE = 1e-6
-
-
-@pytest.fixture(scope="module")
-def uncached(tmp_path_factory):
-    server = start_triton(tmp_path_factory.mktemp("uncached"), response_cache_bytes=0)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,14 @@ from collections import Counter
 import pytest
 
 from mmtriton.backend.admission import MAX_WRITERS, REFUSED_METRIC, Ledger, ledger_path
-from mmtriton.server.drain import in_flight
+from mmtriton.observability import top
 from mmtriton.server.probe import PipelineProbe
 from mmtriton_build.examples import load_examples
 from mmtriton_build.export.policy import ADMISSION
 from mmtriton_client.retry import is_retryable
 from mmtriton_harness.reliability.load import open_loop, raw_caller
+from mmtriton_harness.reliability.overload import pipeline_in_flight
+from mmtriton_harness.reliability.production import metrics_text
 from mmtriton_harness.reliability.serve import ServeProcess
 from tests.conftest import require_repository, start_triton
 
@@ -46,27 +48,15 @@ def burst(grpc_url: str, examples, seconds: float) -> list:
     return asyncio.run(go())
 
 
-def metrics(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return resp.read().decode()
-
-
 def refused_total(text: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == REFUSED_METRIC
-    )
+    return sum(top.parse_metrics(text).sum_by(REFUSED_METRIC, ()).values())
 
 
 def settle(metrics_url: str, timeout_s: float = 10.0) -> float:
     """Samples still in flight once the pipeline had time to finish what it accepted."""
     deadline = time.monotonic() + timeout_s
     while True:
-        left = in_flight(metrics(metrics_url))
+        left = pipeline_in_flight(metrics_url)
         if left == 0 or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
@@ -97,7 +87,7 @@ def test_an_overload_burst_is_refused_with_unavailable_and_the_accepted_are_answ
     # Accepted requests were answered right (the label matched where the model knows it).
     answered = [o for o in outcomes if o.kind == "ok"]
     assert sum(bool(o.correct) for o in answered) >= 0.8 * len(answered)
-    text = metrics(server.metrics_url)
+    text = metrics_text(server.metrics_url)
     assert refused_total(text) == len(ours)
     assert settle(server.metrics_url) == 0  # every admitted sample left fusion
     assert urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=2).status == 200

@@ -32,13 +32,6 @@ def cached(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uncached(tmp_path_factory):
-    server = start_triton(tmp_path_factory.mktemp("uncached"), response_cache_bytes=0)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def examples(built_artifacts):
     return [e for e in load_examples(built_artifacts, 40) if e.text and e.audio][:8]
 
