@@ -52,6 +52,11 @@ SPAN_BATCH_SIZE = "mmtriton.batch_size"  # rows of this request
 # The most samples one client request may carry (the ensemble's max_batch_size).
 MAX_REQUEST_BATCH = 32
 
+# The longest the client waits between two tries of a refused request (its RetryPolicy's
+# default). A draining server (server/drain.py) counts a caller refused that recently as still
+# waiting for an answer.
+RETRY_MAX_BACKOFF_S = 2.0
+
 # "Not sure": an answer whose top probability is below the model's threshold is reported as not
 # confident. The build chooses the threshold on validation data and writes it into the ensemble's
 # config.pbtxt as this parameter; clients read it from the served model's config (the default

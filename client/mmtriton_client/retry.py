@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from mmtriton import spec
+
 # Triton 2.51's Python backend says "Stub process '<instance>' is not healthy." or, from the
 # request path, "Stub process is not healthy." (both strings are in libtriton_python.so).
 STUB_NOT_HEALTHY = re.compile(r"Stub process(?: '[^']*')? is not healthy")
@@ -63,7 +65,7 @@ class RetryPolicy:
 
     attempts: int | None = None
     initial_backoff_s: float = 0.2
-    max_backoff_s: float = 2.0
+    max_backoff_s: float = spec.RETRY_MAX_BACKOFF_S
     budget_s: float | None = HEAL_BUDGET_S
     multiplier: float = 2.0
     jitter: float = 0.2

@@ -10,6 +10,12 @@ Under steady traffic "quiet" is only a moment, and requests arriving between tha
 SIGTERM still met it (measured: SIGSEGV, 6 in-flight requests reset). So the drain then raises a
 flag file (``$MMTRITON_DRAIN_FILE``): while it exists, the first step refuses new requests with
 UNAVAILABLE (retryable, before the graph fans out) and the pipeline empties for good.
+
+A caller that admission refused (overload) is not in flight anywhere the metrics can see: it
+sleeps in its retry backoff and comes back. Raising the flag then would turn its retry into a
+failure (seen in CI: a burst of 32 on a slow machine, one request refused, then "connection
+refused" after the server left). So "quiet" also needs no refusal in the last
+`spec.RETRY_MAX_BACKOFF_S` plus its jitter margin: by then every refused caller has retried.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ COMMAND_HELP = "wait until the server has no request in flight"
 PENDING = "nv_inference_pending_request_count"
 ACCEPTED = "mmtriton_modality_requests_total"
 COMPLETED = "mmtriton_pipeline_seconds_count"
+# Refusals callers retry: admission's (backend/admission.py REFUSED_METRIC) and Triton's queue
+# policy ("Request timeout expired" counts as a failure with reason REJECTED).
+ADMISSION_REFUSED = "mmtriton_admission_refused_total"
+FAILURE = "nv_inference_request_failure"
+REJECTED = "REJECTED"
+# A refused caller retries within the client's longest backoff; a margin for its request time.
+RETRY_GRACE_S = spec.RETRY_MAX_BACKOFF_S + 0.5
 # Names the drain flag file; tritonserver's environment carries it to the preprocess model.
 DRAIN_FILE_ENV = "MMTRITON_DRAIN_FILE"
 # After the flag is raised only requests already past preprocessing remain: this is plenty.
@@ -64,17 +77,44 @@ def in_flight(metrics_text: str) -> float:
     return pending + max(accepted - completed, 0.0)
 
 
-def wait_until_idle(metrics_url: str, timeout_s: float, poll_s: float = 0.1) -> bool:
-    """Poll until nothing is in flight twice in a row; False when `timeout_s` ran out."""
-    deadline = time.monotonic() + timeout_s
+def refused(metrics_text: str) -> float:
+    """Requests refused so far with a status the client retries (admission, queue timeouts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            queue_timeout = sample.name == FAILURE and sample.labels.get("reason") == REJECTED
+            if sample.name == ADMISSION_REFUSED or queue_timeout:
+                total += sample.value
+    return total
+
+
+def wait_until_idle(
+    metrics_url: str,
+    timeout_s: float,
+    poll_s: float = 0.1,
+    retry_grace_s: float = RETRY_GRACE_S,
+) -> bool:
+    """Poll until nothing is in flight twice in a row and no request was refused within
+    `retry_grace_s` (its caller is about to retry); False when `timeout_s` ran out."""
+    start = time.monotonic()
+    deadline = start + timeout_s
     quiet = 0
+    last_refused, refused_at = None, start - retry_grace_s
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(metrics_url, timeout=2) as resp:
-                busy = in_flight(resp.read().decode())
+                text = resp.read().decode()
         except (urllib.error.URLError, OSError):
             return True  # metrics gone: the server is not serving anything either
-        quiet = quiet + 1 if busy == 0 else 0
+        now, count = time.monotonic(), refused(text)
+        # Refusals before the first look may be just now: assume so (it costs one grace).
+        if count > (0.0 if last_refused is None else last_refused):
+            refused_at = now
+        last_refused = count
+        busy = in_flight(text) > 0 or now - refused_at < retry_grace_s
+        quiet = 0 if busy else quiet + 1
         if quiet >= 2:
             return True
         time.sleep(poll_s)
@@ -88,7 +128,8 @@ def drain(metrics_url: str, timeout_s: float, flag_path: str | os.PathLike | Non
     """
     idle = wait_until_idle(metrics_url, timeout_s)
     if raise_flag(flag_path):
-        idle = wait_until_idle(metrics_url, FLAGGED_DRAIN_TIMEOUT_S)
+        # From here on the refusals are the flag's own: nobody is waited for any more.
+        idle = wait_until_idle(metrics_url, FLAGGED_DRAIN_TIMEOUT_S, retry_grace_s=0.0)
     return idle
 
 

@@ -24,7 +24,7 @@ from mmtriton_build.examples import load_examples
 from mmtriton_client.client import MultimodalClient, Sample
 
 from ..conftest import free_port, require_repository, start_triton
-from ..integration.threshold_repository import repository_with_threshold
+from ..integration.repository_variant import repository_with_threshold
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

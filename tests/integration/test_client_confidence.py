@@ -27,7 +27,7 @@ from mmtriton_client import AsyncMultimodalClient, MultimodalClient, Sample
 from mmtriton_client.web.handlers import NOT_SURE, Classifier, classify
 
 from ..conftest import require_repository, start_triton
-from .threshold_repository import repository_with_threshold
+from .repository_variant import repository_with_threshold
 
 MMTRITON = Path(sys.executable).with_name("mmtriton")
 
