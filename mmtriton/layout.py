@@ -13,6 +13,7 @@ from mmtriton import spec
 # Every model has one version folder.
 VERSION = "1"
 LABEL_FILE = "labels.txt"  # beside the ensemble's config: Triton's classification extension
+PYTHON_MODEL_FILE = "model.py"  # what Triton's Python backend imports from a version folder
 # Files the Python-backend models load, copied beside their model.py.
 TOKENIZER_FILE = "tokenizer.json"
 VAD_FILE = "silero_vad.onnx"

@@ -40,6 +40,11 @@ def test_quick_bench_against_a_real_server(built_artifacts, tmp_path) -> None:
         assert set(entry) >= SUBSET_FIELDS, name
         assert entry["served_rps"] > 0 and entry["limit_rps"] > 0, name
         assert entry["cpu_ms_per_request"] > 0 and entry["errors"] == 0, name
+        # The null graph served every workload too, for far less than the real one.
+        fl = entry["floor"]
+        assert fl["null_rps"] > 0 and 0 < fl["ceiling_over_limit"] < 1, name
+        assert fl["null_cpu_ms_per_request"] < entry["cpu_ms_per_request"], name
+    assert all(p["errors"] == 0 for r in doc["rounds"] for p in r["null"].values())
     assert set(doc["mixed"]) >= MIXED_FIELDS and doc["mixed"]["errors"] == 0
     assert doc["preprocess_before"]["paired"], doc.get("preprocess_before_skipped")
     assert doc["served"] and all(set(p) == SERVED_KEYS for p in doc["served"])
@@ -55,4 +60,4 @@ def test_quick_bench_against_a_real_server(built_artifacts, tmp_path) -> None:
     for subset, model in (("image", "image_encoder"), ("text", "text_encoder")):
         assert last[subset]["models"][model]["executions"] > 0, subset
     table = command.format_table(doc)  # the human report renders from the JSON too
-    assert "true limit" in table and "served_over_naive" in table
+    assert "true limit" in table and "served_over_naive" in table and "framework floor" in table

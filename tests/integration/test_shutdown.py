@@ -90,4 +90,3 @@ def test_a_stop_right_after_admission_refusals_still_answers_the_retrying_caller
     assert_every_request_answered(examples, results)
     assert code == 0
     assert drain_s < 30
-

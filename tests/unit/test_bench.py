@@ -260,12 +260,16 @@ def _result() -> dict:
             for sub in spec.SUBSETS
         }  # fmt: skip
         points["mixed"] = {**points["text"], "rps": 150.0}
+        for p in points.values():
+            p["client_cpu_ms_per_request"] = 1.0
+        null = {k: {"rps": 900.0, "cpu_ms_per_request": 1.5} for k in points}
         rounds.append(
             {
                 "stages": {k: v * scale for k, v in STAGE_MS.items()},
                 "preprocess_cpu_ms": 7.0,
                 "preprocess_cpu_ms_before": 14.0,
                 "served": points,
+                "null": null,
             }
         )
     r = {
@@ -316,12 +320,15 @@ def test_targets_are_judged_from_the_numbers() -> None:
     assert t["text_over_all_three"]["value"] == pytest.approx(400 / 110, abs=0.01)
     assert t["preprocess_over_before"]["value"] == 0.5 and t["preprocess_over_before"]["met"]
     assert t["c8_p99_over_p50"]["value"] == 1.0 and t["c8_p99_over_p50"]["met"]
+    # The framework floor's ceiling rides along with the served/limit targets.
+    for key, subset in (("served_over_limit", "image+text+audio"), ("text_over_limit", "text")):
+        assert t[key]["ceiling"] == r["subsets"][subset]["floor"]["ceiling_over_limit"], key
 
 
 def test_human_report_renders_from_the_json_view() -> None:
     table = command.format_table(command.json_view(_result()))
     for needle in ("true limit", "preprocess_cpu_ms", "image+text+audio", "mixed (stated mix)",
-                   "served_over_limit", "x0.50"):  # fmt: skip
+                   "served_over_limit", "x0.50", "framework floor", "(ceiling "):  # fmt: skip
         assert needle in table, needle
 
 

@@ -6,10 +6,16 @@ writes a commit's ``mmtriton/`` folder to a temporary folder (``git archive``), 
 ``python -m mmtriton_harness.bench.core_at DIR [stages args]`` runs stages.py with
 ``mmtriton`` imported from ``DIR`` (everything else, the harness included, from this checkout):
 the bench alternates the two in each round and reports their paired ratio.
+
+Today's client and harness code may read contract names (``mmtriton.spec``) added after that
+commit; the old code never reads them, so the snapshot's spec gets them from today's spec
+(its own names keep their old values).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
 import subprocess
 import sys
@@ -53,6 +59,21 @@ def snapshot(commit: str, dest: Path, checkout: Path | None = None) -> Path:
     return dest
 
 
+def _add_new_contract_names(old_spec) -> None:
+    """Names today's spec defines and `old_spec` lacks, set on `old_spec` (see the docstring)."""
+    today = Path(__file__).resolve().parents[3] / CORE_PACKAGE / "spec.py"
+    loader_spec = importlib.util.spec_from_file_location("_mmtriton_spec_today", today)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[loader_spec.name] = module  # dataclasses look their module up while built
+    try:
+        loader_spec.loader.exec_module(module)
+    finally:
+        del sys.modules[loader_spec.name]
+    for name, value in vars(module).items():
+        if not name.startswith("__") and not hasattr(old_spec, name):
+            setattr(old_spec, name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``core_at DIR [stages args]``: stages.main with ``mmtriton`` from DIR."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -62,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if CORE_PACKAGE in sys.modules:
         raise RuntimeError(f"{CORE_PACKAGE} is already imported; the snapshot cannot replace it")
     sys.meta_path.insert(0, CoreFinder(folder))
+    _add_new_contract_names(importlib.import_module(f"{CORE_PACKAGE}.spec"))
     from .stages import main as stages_main
 
     return stages_main(argv)
