@@ -34,11 +34,11 @@ COMMAND_HELP = "wait until the server has no request in flight"
 PENDING = "nv_inference_pending_request_count"
 ACCEPTED = "mmtriton_modality_requests_total"
 COMPLETED = "mmtriton_pipeline_seconds_count"
-# Refusals callers retry: admission's (backend/admission.py REFUSED_METRIC) and Triton's queue
-# policy ("Request timeout expired" counts as a failure with reason REJECTED).
+# Refusals callers may retry: admission's (backend/admission.py REFUSED_METRIC) and the
+# ensemble's failures, Triton's own queue refusals among them (measured: "Exceeds maximum queue
+# size" counts under reason OTHER). A failure nobody retries only makes the drain wait longer.
 ADMISSION_REFUSED = "mmtriton_admission_refused_total"
 FAILURE = "nv_inference_request_failure"
-REJECTED = "REJECTED"
 # A refused caller retries within the client's longest backoff; a margin for its request time.
 RETRY_GRACE_S = spec.RETRY_MAX_BACKOFF_S + 0.5
 # Names the drain flag file; tritonserver's environment carries it to the preprocess model.
@@ -78,14 +78,15 @@ def in_flight(metrics_text: str) -> float:
 
 
 def refused(metrics_text: str) -> float:
-    """Requests refused so far with a status the client retries (admission, queue timeouts)."""
+    """Requests refused so far that a client may retry (admission, the ensemble's failures)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     total = 0.0
     for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
-            queue_timeout = sample.name == FAILURE and sample.labels.get("reason") == REJECTED
-            if sample.name == ADMISSION_REFUSED or queue_timeout:
+            # By family: the parser names a counter's samples <family>_total.
+            failed = family.name == FAILURE and sample.labels.get("model") == spec.ENSEMBLE.name
+            if sample.name == ADMISSION_REFUSED or failed:
                 total += sample.value
     return total
 
