@@ -321,8 +321,14 @@ def test_targets_are_judged_from_the_numbers() -> None:
     assert t["preprocess_over_before"]["value"] == 0.5 and t["preprocess_over_before"]["met"]
     assert t["c8_p99_over_p50"]["value"] == 1.0 and t["c8_p99_over_p50"]["met"]
     # The framework floor's ceiling rides along with the served/limit targets.
+    floors = {k: v["floor"] for k, v in r["subsets"].items()}
     for key, subset in (("served_over_limit", "image+text+audio"), ("text_over_limit", "text")):
-        assert t[key]["ceiling"] == r["subsets"][subset]["floor"]["ceiling_over_limit"], key
+        assert t[key]["ceiling"] == floors[subset]["ceiling_over_limit"], key
+    all_three_ceiling = floors["image+text+audio"]["ceiling_rps"]
+    assert t["served_over_naive"]["ceiling"] == pytest.approx(all_three_ceiling / 10.0, abs=1e-3)
+    assert t["text_over_all_three"]["ceiling"] == pytest.approx(
+        floors["text"]["ceiling_rps"] / all_three_ceiling, abs=1e-3
+    )
 
 
 def test_human_report_renders_from_the_json_view() -> None:

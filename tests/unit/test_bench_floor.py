@@ -51,7 +51,7 @@ def test_null_repository_keeps_the_configs_and_replaces_every_python_step(tmp_pa
 def test_floor_pairs_each_round_and_says_how_much_of_the_ceiling_is_reached() -> None:
     null = [{"rps": 900.0, "cpu_ms_per_request": ms} for ms in (1.0, 2.0, 1.5)]
     served = [{"client_cpu_ms_per_request": 1.0}] * 3
-    out = floor.summarise_floor(null, served, [4.0, 4.0, 8.0], served_over_limit=0.4)
+    out = floor.summarise_floor(null, served, [4.0, 4.0, 8.0], served_over_limit=0.4, cores=2)
     # Rounds: 4/6, 4/7, 8/10.5 -> median 4/6.
     assert out["ceiling_over_limit"] == pytest.approx(4 / 6, abs=1e-3)
     assert out["ceiling_spread"] == [
@@ -60,3 +60,5 @@ def test_floor_pairs_each_round_and_says_how_much_of_the_ceiling_is_reached() ->
     ]
     assert out["served_over_ceiling"] == pytest.approx(0.4 / (4 / 6), abs=1e-3)
     assert out["null_cpu_ms_per_request"] == 1.5 and out["null_rps"] == 900.0
+    # The rate at the ceiling on 2 cores: 2000 ms over 6, 7 and 10.5 ms -> median 2000 / 7.
+    assert out["ceiling_rps"] == pytest.approx(2000 / 7, abs=0.01)

@@ -54,19 +54,23 @@ def summarise_floor(
     served_points: Sequence[dict],
     limit_ms: Sequence[float],
     served_over_limit: float,
+    cores: int,
 ) -> dict:
     """One subset's floor figures over the rounds: the null graph's served rate and server CPU
     per request, the ceiling ratio per round (paired with that round's limit and client CPU),
-    its median and spread, and how much of it the real pipeline reaches."""
-    ceilings = [
-        ceiling_over_limit(lim, null["cpu_ms_per_request"], real["client_cpu_ms_per_request"])
+    its median and spread, the rate it stands for on `cores` cores, and how much of the
+    ceiling the real pipeline reaches."""
+    rounds = [
+        (lim, null["cpu_ms_per_request"], real["client_cpu_ms_per_request"])
         for null, real, lim in zip(null_points, served_points, limit_ms, strict=True)
         if null.get("cpu_ms_per_request") and real.get("client_cpu_ms_per_request") is not None
     ]
-    if not ceilings:
+    if not rounds:
         return {}
+    ceilings = [ceiling_over_limit(*r) for r in rounds]
     ceiling = statistics.median(ceilings)
     return {
+        "ceiling_rps": round(statistics.median(cores * 1000.0 / sum(r) for r in rounds), 2),
         "null_rps": round(statistics.median(p["rps"] for p in null_points), 2),
         "null_cpu_ms_per_request": round(
             statistics.median(
