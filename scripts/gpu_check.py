@@ -8,8 +8,10 @@ Run on a machine with an NVIDIA GPU, TensorRT's Python module and a built/export
 
 It builds each encoder's engine (FP16, profiles from export/policy.py) into artifacts/engines,
 runs the test set through TensorRT and ONNX Runtime, requires top-1 agreement >= 99.9 % for the
-full pipeline (engines + numpy fusion vs ONNX Runtime + numpy fusion), and prints a latency and
-throughput table for TensorRT FP16, ONNX Runtime (CPU) and PyTorch (CUDA) per encoder.
+full pipeline (engines + numpy fusion vs ONNX Runtime + numpy fusion), and prints a latency
+table for TensorRT FP16, ONNX Runtime (CPU) and PyTorch (CUDA) per encoder, each timed from
+numpy in to numpy out (host-device copies included for both GPU runtimes), and what absent
+modalities' placeholder rows cost a TensorRT batch (export/gpu_timing.py).
 Not run in CI: CI has no GPU.
 """
 
@@ -26,14 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 AGREEMENT_TARGET = 0.999
-
-
-def timeit(fn, feed, repeats: int = 20) -> float:
-    fn(feed)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn(feed)
-    return (time.perf_counter() - start) / repeats * 1000
+# Placeholder cost: this many real rows, alone and padded with placeholders to the batch.
+PLACEHOLDER_REAL_ROWS = (1, 8)
+PLACEHOLDER_BATCH = 32
 
 
 def main() -> int:
@@ -45,7 +42,15 @@ def main() -> int:
 
     import pickle
 
-    import tensorrt as trt
+    try:
+        import tensorrt as trt
+    except ImportError:
+        print(
+            "error: TensorRT's Python module is not installed here; run this on a GPU node "
+            "with the serving image (or `pip install tensorrt` matching its TensorRT)",
+            file=sys.stderr,
+        )
+        return 2
     import torch
 
     from mmtriton import layout, spec
@@ -55,6 +60,7 @@ def main() -> int:
     from mmtriton_build.artifacts import BuildPaths
     from mmtriton_build.config import load_config
     from mmtriton_build.export.gpu import detect_gpu
+    from mmtriton_build.export.gpu_timing import placeholder_cost, timeit
     from mmtriton_build.export.tensorrt import build_engines, trtexec_on_path
     from mmtriton_build.export.trt_runner import TrtRunner, batched, encoder_inputs
     from mmtriton_build.loaders import load_encoders, make_extractor
@@ -110,12 +116,14 @@ def main() -> int:
         module = modules[m].cuda().eval()
         for batch in (1, 8, 32):
             feed = next(batched(feeds[m], batch))
-            cuda_args = [torch.from_numpy(feed[t.name]).cuda() for t in model.inputs]
 
-            def torch_fn(_feed, module=module, cuda_args=cuda_args):
+            # Copies in and out, as TrtRunner makes them.
+            def torch_fn(feed, module=module, model=model):
                 with torch.inference_mode():
-                    module(*cuda_args)
-                torch.cuda.synchronize()
+                    args = [torch.from_numpy(feed[t.name]).cuda() for t in model.inputs]
+                    out = module(*args)
+                    first = out[0] if isinstance(out, (tuple, list)) else out
+                    first.cpu().numpy()
 
             rows.append(
                 {
@@ -136,6 +144,20 @@ def main() -> int:
             f"{r['encoder']:<14} {r['batch']:>5} {r['tensorrt_fp16_ms']:12.2f} "
             f"{r['onnxruntime_cpu_ms']:11.2f} {r['pytorch_cuda_ms']:14.2f}"
         )
+    placeholders = [
+        placeholder_cost(trt_runners[m], model, next(batched(feeds[m], real)), PLACEHOLDER_BATCH)
+        for m, model in spec.ENCODERS.items()
+        for real in PLACEHOLDER_REAL_ROWS
+    ]
+    print(f"\nplaceholder rows in a TensorRT batch of {PLACEHOLDER_BATCH} (absent modalities)")
+    print(
+        f"{'encoder':<14} {'real rows':>9} {'alone ms':>9} {'padded ms':>10} {'padded/alone':>12}"
+    )
+    for p in placeholders:
+        print(
+            f"{p['encoder']:<14} {p['real_rows']:>9} {p['real_only_ms']:9.3f} "
+            f"{p['padded_ms']:10.3f} {p['padded_over_real']:12.2f}"
+        )
     print(
         f"\npipeline top-1 agreement TensorRT fp16 vs ONNX Runtime: {100 * agreement:.2f} % "
         f"(target {100 * AGREEMENT_TARGET:.1f} %)"
@@ -153,6 +175,7 @@ def main() -> int:
                 "tensorrt": trt.__version__,
                 "engine_build_s": build_s,
                 "timings": rows,
+                "placeholder_cost": placeholders,
                 "top1_agreement": agreement,
                 "samples": len(samples),
             },
