@@ -45,6 +45,14 @@ def test_quick_bench_against_a_real_server(built_artifacts, tmp_path) -> None:
         assert fl["null_rps"] > 0 and 0 < fl["ceiling_over_limit"] < 1, name
         assert fl["null_cpu_ms_per_request"] < entry["cpu_ms_per_request"], name
     assert all(p["errors"] == 0 for r in doc["rounds"] for p in r["null"].values())
+    # The served CPU split by process covers tritonserver and every model's stubs, and adds up
+    # to (nearly all of) the process tree's CPU.
+    head = doc["subsets"]["image+text+audio"]
+    steps = head["step_cpu_ms_per_request"]
+    assert set(steps) == {"tritonserver", *command.MODELS}
+    assert (
+        0.8 * head["cpu_ms_per_request"] <= sum(steps.values()) <= 1.05 * head["cpu_ms_per_request"]
+    )
     assert set(doc["mixed"]) >= MIXED_FIELDS and doc["mixed"]["errors"] == 0
     assert doc["preprocess_before"]["paired"], doc.get("preprocess_before_skipped")
     assert doc["served"] and all(set(p) == SERVED_KEYS for p in doc["served"])

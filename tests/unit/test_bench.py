@@ -260,9 +260,14 @@ def _result() -> dict:
             for sub in spec.SUBSETS
         }  # fmt: skip
         points["mixed"] = {**points["text"], "rps": 150.0}
+        steps = {"tritonserver": 2.0, "preprocess": 9.0, "text_encoder": 5.0 * scale}
         for p in points.values():
             p["client_cpu_ms_per_request"] = 1.0
-        null = {k: {"rps": 900.0, "cpu_ms_per_request": 1.5} for k in points}
+            p["step_cpu_ms_per_request"] = steps
+        null = {
+            k: {"rps": 900.0, "cpu_ms_per_request": 1.5, "step_cpu_ms_per_request": {"fusion": 0.1}}
+            for k in points
+        }
         rounds.append(
             {
                 "stages": {k: v * scale for k, v in STAGE_MS.items()},
@@ -331,10 +336,19 @@ def test_targets_are_judged_from_the_numbers() -> None:
     )
 
 
+def test_step_cpu_is_the_median_of_the_rounds_per_process() -> None:
+    r = _result()
+    steps = r["subsets"]["text"]["step_cpu_ms_per_request"]
+    assert steps == {"preprocess": 9.0, "text_encoder": 5.0, "tritonserver": 2.0}  # 4.5, 5, 5.5
+    floor = r["subsets"]["image+text+audio"]["floor"]
+    assert floor["null_step_cpu_ms_per_request"] == {"fusion": 0.1}
+
+
 def test_human_report_renders_from_the_json_view() -> None:
     table = command.format_table(command.json_view(_result()))
     for needle in ("true limit", "preprocess_cpu_ms", "image+text+audio", "mixed (stated mix)",
-                   "served_over_limit", "x0.50", "framework floor", "(ceiling "):  # fmt: skip
+                   "served_over_limit", "x0.50", "framework floor", "(ceiling ",
+                   "by process", "null graph, all three", "stages, all three"):  # fmt: skip
         assert needle in table, needle
 
 

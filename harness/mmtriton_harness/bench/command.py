@@ -45,7 +45,7 @@ COMMAND_HELP = "benchmark the served pipeline against its true limit and baselin
 SERVED_KEYS = ("concurrency", "rps", "p50_ms", "p95_ms", "p99_ms", "errors")
 SUBSET_KEYS = ("served_rps", "limit_rps", "cpu_ms_per_request")
 MIXED_KEYS = ("served_rps", "limit_rps", "served_over_limit")
-MODELS = ("preprocess", "image_encoder", "text_encoder", "audio_encoder", "fusion")
+MODELS = tuple(m.name for m in spec.ALL_MODELS if m is not spec.ENSEMBLE)  # in graph order
 ALL = spec.subset_name(spec.MODALITIES)
 
 # Issue 16's targets.
@@ -390,13 +390,13 @@ def _floor(rounds: list[dict], name: str, limit_ms: list[float], paired: dict, c
     """The floor figures of one workload (floor.py), when the rounds measured the null graph."""
     if not all("null" in r for r in rounds):
         return {}
-    return summarise_floor(
-        [r["null"][name] for r in rounds],
-        [r["served"][name] for r in rounds],
-        limit_ms,
-        paired["served_over_limit"],
-        cores,
+    null = [r["null"][name] for r in rounds]
+    out = summarise_floor(
+        null, [r["served"][name] for r in rounds], limit_ms, paired["served_over_limit"], cores
     )
+    if out:
+        out["null_step_cpu_ms_per_request"] = median_steps(null)
+    return out
 
 
 def _cpu_efficiency(v: dict) -> float | None:
@@ -404,6 +404,15 @@ def _cpu_efficiency(v: dict) -> float | None:
     CPU, which other jobs on a shared machine blur far less than its throughput."""
     cpu = v["cpu_ms_per_request"]
     return round(v["limit_cpu_ms_per_request"] / cpu, 3) if cpu else None
+
+
+def median_steps(points: list[dict]) -> dict[str, float] | None:
+    """Per step (tritonserver, each model's stubs), the median CPU ms per request of `points`."""
+    steps = [p["step_cpu_ms_per_request"] for p in points if p.get("step_cpu_ms_per_request")]
+    if not steps:
+        return None
+    names = sorted({k for s in steps for k in s})
+    return {k: round(statistics.median(s.get(k, 0.0) for s in steps), 3) for k in names}
 
 
 def _paired(rounds: list[dict], name: str, lims: list[float]) -> dict:
@@ -426,6 +435,7 @@ def _paired(rounds: list[dict], name: str, lims: list[float]) -> dict:
         "requests_per_core_s": None
         if cpu_ms is None
         else round(limits.requests_per_core_second(cpu_ms), 2),
+        "step_cpu_ms_per_request": median_steps(points),
         "p50_ms": statistics.median(p["p50_ms"] for p in points),
         "p99_ms": statistics.median(p["p99_ms"] for p in points),
         "errors": sum(p["errors"] for p in points),
@@ -602,6 +612,35 @@ def _floor_table(r: dict) -> list[str]:
     return [*lines, ""]
 
 
+STEP_COLUMNS = ("tritonserver", *MODELS)
+
+
+def _steps_table(r: dict) -> list[str]:
+    """Where the served CPU goes: per workload, CPU ms per request by process (tritonserver
+    itself, each model's stubs), against the stages' own costs (the limit's)."""
+    rows = [(n, v.get("step_cpu_ms_per_request")) for n, v in r["subsets"].items()]
+    null = r["subsets"][ALL].get("floor", {}).get("null_step_cpu_ms_per_request")
+    if not all(steps for _n, steps in rows):
+        return []
+    stage = r["stage_cpu_ms"]
+    lines = [
+        "served CPU ms per request by process (medians of the rounds), and the stages' own cost",
+        f"{'workload':<22} " + " ".join(f"{c:>13}" for c in STEP_COLUMNS),
+    ]
+    for name, steps in [*rows, *([("null graph, all three", null)] if null else [])]:
+        lines.append(f"{name:<22} " + " ".join(f"{steps.get(c, 0.0):13.2f}" for c in STEP_COLUMNS))
+    per_step = {
+        "tritonserver": 0.0,
+        "preprocess": sum(stage[f"preprocess.{m}"] for m in spec.MODALITIES),
+        **{spec.ENCODERS[m].name: stage[f"encoder.{m}"] for m in spec.MODALITIES},
+        "fusion": stage["fusion"],
+    }
+    lines.append(
+        f"{'stages, all three':<22} " + " ".join(f"{per_step[c]:13.2f}" for c in STEP_COLUMNS)
+    )
+    return [*lines, ""]
+
+
 def format_table(r: dict) -> str:
     """The human-readable report (from the results or from their --json view)."""
     served = r.get("served_detail", r["served"])
@@ -643,7 +682,7 @@ def format_table(r: dict) -> str:
             f"{v['p50_ms']:8.1f} {v['p99_ms']:8.1f} {v['errors']:>6}"
         )
     mix = ", ".join(f"{w:.0%} {k}" for k, w in r["mix"].items())
-    lines += [f"  stated mix: {mix}", "", *_floor_table(r)]
+    lines += [f"  stated mix: {mix}", "", *_floor_table(r), *_steps_table(r)]
     lines += [
         f"{'':<40} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
         f"{'CPU ms/r':>8} {'errors':>6}",

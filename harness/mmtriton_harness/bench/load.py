@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from mmtriton import spec
 from mmtriton_client.client import AsyncMultimodalClient, ClientError, RetryPolicy, Sample
 
-from .server import server_cpu_s
+from .server import server_cpu_s, step_cpu_s
 from .stats import latency_summary, parse_statistics, stats_delta
 
 # How long a worker waits after an UNAVAILABLE (the server refused: it is full) before it
@@ -34,6 +34,8 @@ class LoadPoint:
     window_s: float = 0.0
     server_cpu_s: float | None = None  # tritonserver + stubs, during the window (if asked)
     client_cpu_s: float = 0.0  # this process (the load generator), during the window
+    # tritonserver itself and each model's stubs, during the window (with server_cpu_s)
+    step_cpu_s: dict[str, float] | None = None
 
     @property
     def answered(self) -> int:
@@ -52,6 +54,9 @@ class LoadPoint:
     def as_dict(self) -> dict:
         cpu = self.cpu_ms_per_request
         client = 1000 * self.client_cpu_s / self.answered if self.answered else None
+        steps = None
+        if self.step_cpu_s is not None and self.answered:
+            steps = {k: round(1000 * v / self.answered, 3) for k, v in self.step_cpu_s.items()}
         return {
             "label": self.label,
             "concurrency": self.concurrency,
@@ -62,6 +67,7 @@ class LoadPoint:
             "requests": self.requests,
             "cpu_ms_per_request": None if cpu is None else round(cpu, 3),
             "client_cpu_ms_per_request": None if client is None else round(client, 3),
+            "step_cpu_ms_per_request": steps,
             "models": self.models,
         }
 
@@ -110,12 +116,14 @@ async def _measure(
         await asyncio.sleep(warmup_s)
         before = await asyncio.to_thread(_statistics, url)
         cpu0 = None if server_pid is None else server_cpu_s(server_pid)
+        steps0 = None if server_pid is None else step_cpu_s(server_pid)
         client0 = time.process_time()
         window_start = time.perf_counter()
         await asyncio.sleep(duration_s)
         window_end = time.perf_counter()
         client1 = time.process_time()
         cpu1 = None if server_pid is None else server_cpu_s(server_pid)
+        steps1 = None if server_pid is None else step_cpu_s(server_pid)
         after = await asyncio.to_thread(_statistics, url)
     finally:
         stop.set()
@@ -137,6 +145,9 @@ async def _measure(
         window_s=window_end - window_start,
         server_cpu_s=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
         client_cpu_s=client1 - client0,
+        step_cpu_s=None
+        if steps0 is None or steps1 is None
+        else {k: steps1[k] - steps0.get(k, 0.0) for k in steps1},
     )
 
 

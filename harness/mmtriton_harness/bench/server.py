@@ -9,6 +9,7 @@ from pathlib import Path
 from unittest import mock
 
 from mmtriton.server.process import TritonProcess, start_on_free_ports
+from mmtriton.server.procs import stub_instances
 from mmtriton_build.export import repository as repo_files
 from mmtriton_build.export.policy import BatchPolicy
 
@@ -79,6 +80,28 @@ def server_cpu_s(pid: int) -> float:
         total += int(fields[11]) + int(fields[12])  # utime, stime
         todo.extend(tree.get(p, []))
     return total / tick
+
+
+def _process_cpu_s(pid: int) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+SERVER_PROCESS = "tritonserver"
+
+
+def step_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by tritonserver itself (gRPC, the ensemble scheduler) and by
+    each model's Python stubs, summed over its instances ("preprocess_0_1" -> preprocess)."""
+    steps = {SERVER_PROCESS: _process_cpu_s(pid)}
+    for instance, stub in stub_instances(pid).items():
+        model = instance.rsplit("_", 2)[0]
+        steps[model] = steps.get(model, 0.0) + _process_cpu_s(stub)
+    return steps
 
 
 def strip_dynamic_batching(config: str) -> str:
