@@ -235,8 +235,13 @@ def test_sigkill_of_the_launcher_takes_tritonserver_with_it(tmp_path):
     else:
         os.kill(triton, signal.SIGKILL)
         pytest.fail("tritonserver outlived its SIGKILLed launcher")
-    # Its gRPC port is free again: a new server could bind it.
+    # Its gRPC port is free again: a new server could bind and listen on it. Like gRPC's own
+    # listener, set SO_REUSEADDR: connections the dead server had accepted may sit in
+    # TIME_WAIT (a plain bind then fails although nothing listens), while a listening orphan
+    # still makes the bind fail.
     import socket
 
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", s.grpc_port))
+        sock.listen()
