@@ -23,6 +23,7 @@ from mmtriton.paths import artifacts_dir
 from . import evaluate
 from .artifacts import BuildPaths
 from .config import DEFAULT_CONFIG, BuildConfig, load_config
+from .data.augment import AUGMENTATION_VERSION
 from .steps import StepRunner, audio_encoder, data, embeddings, fingerprint, fusion
 
 # One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
@@ -43,6 +44,8 @@ class Step:
     run: Callable[[BuildConfig, BuildPaths, Path | None], None]
     # The data step also depends on the code version and on which dataset is used.
     versioned: bool = False
+    # Versions of code the step runs whose output changes are not in the recipe.
+    code_versions: tuple[int, ...] = ()
 
 
 STEPS: tuple[Step, ...] = (
@@ -67,6 +70,7 @@ STEPS: tuple[Step, ...] = (
         ("encoders",),
         embeddings.outputs,
         lambda c, p, _: embeddings.run(c, p),
+        code_versions=(AUGMENTATION_VERSION,),  # it augments the training images and clips
     ),
     Step("fusion", ("embeddings",), ("fusion",), fusion.outputs, lambda c, p, _: fusion.run(c, p)),
     Step(
@@ -84,6 +88,7 @@ def step_key(step: Step, cfg: dict, keys: dict[str, str], dataset: Path | None) 
     parts: list[object] = [CODE_VERSION] if step.versioned else []
     parts += [keys[name] for name in step.upstream]
     parts += [cfg[section] for section in step.config]
+    parts += list(step.code_versions)  # empty for most steps: their keys stay as they were
     if step.versioned:
         parts.append(str(dataset or "default"))
     return fingerprint(*parts)

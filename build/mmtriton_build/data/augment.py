@@ -18,6 +18,10 @@ from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from .dataset import degrade_image
 
+# Bump when what these functions produce changes: the build's embeddings step (which runs
+# them) is keyed on it, so cached training features are recomputed.
+AUGMENTATION_VERSION = 2
+
 # --------------------------------------------------------------------------- images
 
 
@@ -84,8 +88,79 @@ def photo(gray: np.ndarray, rng: np.random.Generator, severity: float) -> bytes:
     return on_paper(ink, rng, severity)
 
 
+# Pen-digitised collections (UCI optdigits, scikit-learn's load_digits) scale each digit to
+# fill a 32x32 bitmap, then count the ink pixels of every 4x4 block: 8x8, 17 grey levels.
+PEN_GRID_BITMAP = 32
+PEN_GRID_SHARE = 0.8  # of the coarse scans; the rest keep MNIST's margins
+
+
+def _ink_box(gray: np.ndarray, threshold: float = 0.1) -> tuple[int, int, int, int] | None:
+    """The (top, bottom, left, right) bounds, exclusive at the end, of pixels above
+    ``threshold`` in a float [0, 1] image; None when there is no ink."""
+    rows, cols = (
+        np.flatnonzero((gray > threshold).any(1)),
+        np.flatnonzero((gray > threshold).any(0)),
+    )
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def pen_grid_bitmap(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The digit as a binary 32x32 bitmap whose box fills the frame: a 0-4 px margin (0-1 px
+    of the 8x8 grid), the longest side fitted, the other kept in proportion or stretched
+    towards square, strokes rarely thickened (pens and scanners differ)."""
+    n = PEN_GRID_BITMAP
+    g = np.asarray(gray, np.float32) / 255.0
+    box = _ink_box(g)
+    out = np.zeros((n, n), bool)
+    if box is None:
+        return out
+    top, bottom, left, right = box
+    crop = g[top:bottom, left:right]
+    h, w = crop.shape
+    side = n - 2 * int(rng.integers(0, 5))
+    scale = side / max(h, w)
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+    if rng.random() < 0.4:  # stretched: the short side grows part of the way to the frame
+        if th < tw:
+            th = round(th + rng.uniform(0, 1) * (side - th))
+        else:
+            tw = round(tw + rng.uniform(0, 1) * (side - tw))
+    big = np.asarray(Image.fromarray(crop).resize((tw, th), Image.BILINEAR), np.float32)
+    ink = big > rng.uniform(0.2, 0.5)
+    if rng.random() < 0.1:  # rarely: MNIST's strokes at this scale already make pen-scan widths
+        mask = Image.fromarray((ink * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3))
+        ink = np.asarray(mask) > 127
+    y0, x0 = (n - th) // 2, (n - tw) // 2
+    out[y0 : y0 + th, x0 : x0 + tw] = ink
+    return out
+
+
+def block_counts(bitmap: np.ndarray, block: int) -> np.ndarray:
+    """Ink pixels per ``block`` x ``block`` tile of a binary bitmap, as uint8 0..255
+    (block**2 + 1 grey levels, the way UCI's 4x4 counts 0..16 are scaled to pixels)."""
+    n = bitmap.shape[0] // block
+    counts = bitmap[: n * block, : n * block].reshape(n, block, n, block).sum(axis=(1, 3))
+    return np.rint(counts / (block * block) * 255).astype(np.uint8)
+
+
+def pen_grid(gray: np.ndarray, rng: np.random.Generator, severity: float) -> bytes:
+    """A frame-filling coarse scan: the 32x32 bitmap counted in 4x4 blocks (8x8, 17 levels)
+    or sometimes 2x2 blocks (16x16, 5 levels), light on dark or dark on light."""
+    block = 4 if rng.random() < 0.75 else 2
+    arr = block_counts(pen_grid_bitmap(gray, rng), block)
+    if rng.random() < 0.2:  # few: frame-filling dark ink leaves little border to judge by
+        arr = 255 - arr
+    return encode(Image.fromarray(arr, mode="L"))
+
+
 def low_res(gray: np.ndarray, rng: np.random.Generator, severity: float) -> bytes:
-    """A coarse scan: 8-16 px across, few grey levels, sometimes dark on light."""
+    """A coarse scan: 8-16 px across, few grey levels, sometimes dark on light; mostly
+    (``PEN_GRID_SHARE``) frame-filling like pen-digitised collections (``pen_grid``), else
+    with MNIST's margins (the whole 28x28 downsampled)."""
+    if rng.random() < PEN_GRID_SHARE:
+        return pen_grid(gray, rng, severity)
     side = int(rng.choice([8, 8, 10, 12, 16]))
     small = Image.fromarray(np.asarray(gray, np.uint8), mode="L").resize((side, side), Image.BOX)
     levels = int(rng.choice([4, 8, 16, 17, 256]))
