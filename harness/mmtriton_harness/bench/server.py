@@ -69,26 +69,21 @@ def server_cpu_s(pid: int) -> float:
     Per request, this is the cost of a configuration that other jobs on a shared machine do
     not blur the way they blur throughput.
     """
-    tick = os.sysconf("SC_CLK_TCK")
-    tree, todo, total = _children(), [pid], 0
+    tree, todo, total = _children(), [pid], 0.0
     while todo:
         p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += _process_cpu_s(p)
         todo.extend(tree.get(p, []))
-    return total / tick
+    return total
 
 
 def _process_cpu_s(pid: int) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU seconds (utime + stime) of one process so far; 0 when it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / tick
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 SERVER_PROCESS = "tritonserver"
