@@ -15,7 +15,8 @@ A caller that admission refused (overload) is not in flight anywhere the metrics
 sleeps in its retry backoff and comes back. Raising the flag then would turn its retry into a
 failure (seen in CI: a burst of 32 on a slow machine, one request refused, then "connection
 refused" after the server left). So "quiet" also needs no refusal in the last
-`spec.RETRY_MAX_BACKOFF_S` plus its jitter margin: by then every refused caller has retried.
+`spec.RETRY_MAX_BACKOFF_S` plus a margin for the retry's own trip (RETRY_GRACE_S): by then
+every refused caller has retried.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import urllib.error
 import urllib.request
 
 from mmtriton import spec
+from mmtriton.backend.admission import REFUSED_METRIC
 
 # One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
 COMMAND_HELP = "wait until the server has no request in flight"
@@ -34,10 +36,9 @@ COMMAND_HELP = "wait until the server has no request in flight"
 PENDING = "nv_inference_pending_request_count"
 ACCEPTED = "mmtriton_modality_requests_total"
 COMPLETED = "mmtriton_pipeline_seconds_count"
-# Refusals callers may retry: admission's (backend/admission.py REFUSED_METRIC) and the
-# ensemble's failures, Triton's own queue refusals among them (measured: "Exceeds maximum queue
-# size" counts under reason OTHER). A failure nobody retries only makes the drain wait longer.
-ADMISSION_REFUSED = "mmtriton_admission_refused_total"
+# Refusals callers may retry: admission's (REFUSED_METRIC) and the ensemble's failures, Triton's
+# own queue refusals among them (measured: "Exceeds maximum queue size" counts under reason
+# OTHER). A failure nobody retries only makes the drain wait longer.
 FAILURE = "nv_inference_request_failure"
 # A refused caller retries within the client's longest backoff; a margin for its request time.
 RETRY_GRACE_S = spec.RETRY_MAX_BACKOFF_S + 0.5
@@ -86,7 +87,7 @@ def refused(metrics_text: str) -> float:
         for sample in family.samples:
             # By family: the parser names a counter's samples <family>_total.
             failed = family.name == FAILURE and sample.labels.get("model") == spec.ENSEMBLE.name
-            if sample.name == ADMISSION_REFUSED or failed:
+            if sample.name == REFUSED_METRIC or failed:
                 total += sample.value
     return total
 
