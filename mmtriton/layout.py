@@ -16,7 +16,7 @@ LABEL_FILE = "labels.txt"  # beside the ensemble's config: Triton's classificati
 PYTHON_MODEL_FILE = "model.py"  # what Triton's Python backend imports from a version folder
 # Files the Python-backend models load, copied beside their model.py.
 TOKENIZER_FILE = "tokenizer.json"
-VAD_FILE = "silero_vad.onnx"
+VAD_FILE = "silero_vad_batched.onnx"  # preprocess/vad_graph.py writes it
 FUSION_WEIGHTS = "fusion.npz"
 ONNX_FILE = "model.onnx"
 # TensorRT plans: one per GPU generation (cc_model_filenames), and the default plan Triton

@@ -82,7 +82,7 @@ class PreprocessModel:
         self.dtypes = output_dtypes(config)
         self.preprocessor = Preprocessor(
             tokenizer_path=version_dir / params["tokenizer_file"],
-            vad_path=version_dir / params["vad_file"],
+            vad_model=version_dir / params["vad_file"],
         )
         self.metrics = ModelMetrics(config["name"], pb_utils().MetricFamily, inputs=True)
         self.drain_file = os.environ.get(DRAIN_FILE_ENV)

@@ -2,17 +2,16 @@
 
 ``decode_audio`` (soundfile: WAV, FLAC, OGG/Vorbis, ...; limits checked on the header before any
 sample is read), ``resample`` (polyphase, to ``spec.AUDIO_SAMPLE_RATE``),
-``VoiceActivityTrimmer`` (Silero VAD's ONNX model via onnxruntime, no torch) and ``log_mel``
-(fixed ``spec.AUDIO_CLIP_SECONDS`` window, loudness-normalised). Training calls
+``VoiceActivityTrimmer`` (Silero VAD as one batched ONNX graph, ``vad_graph``; no torch) and
+``log_mel`` (fixed ``spec.AUDIO_CLIP_SECONDS`` window, loudness-normalised). Training calls
 ``features_from_samples`` on the waveforms it synthesises; serving calls ``preprocess_audio``
 on request bytes; both take the same path. Serving's batches go through ``features_batch``,
-which shares the VAD's model calls between clips; every clip's result is bit for bit the one
-it gets alone.
+which runs the VAD of all clips in one call; every clip's result is bit for bit the one it
+gets alone.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from scipy.signal import firwin, resample_poly
 
 from mmtriton import spec
 from mmtriton.preprocess.errors import InvalidInput
+from mmtriton.preprocess.vad_graph import CONTEXT, SPAN, WINDOW, batched_vad_bytes
 
 MIN_SAMPLE_RATE = 4_000  # below this there is no speech band left to hear a digit in
 MAX_SAMPLE_RATE = 384_000
@@ -175,44 +175,30 @@ def _resample_filter(up: int, down: int) -> np.ndarray:
 # --------------------------------------------------------------------------- voice activity
 
 
-def default_vad_model_path() -> Path:
-    """``silero_vad/data/silero_vad.onnx`` from the silero-vad package.
-
-    Located with ``importlib.util.find_spec`` rather than ``importlib.resources``: importing
-    the ``silero_vad`` package (which resources would do) imports torch.
-    """
-    found = importlib.util.find_spec("silero_vad")
-    if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError("the silero-vad package is not installed")
-    for location in found.submodule_search_locations:
-        path = Path(location) / "data" / "silero_vad.onnx"
-        if path.is_file():
-            return path
-    raise FileNotFoundError("silero_vad/data/silero_vad.onnx not found in the silero-vad package")
-
-
 class VoiceActivityTrimmer:
-    """Trims leading and trailing non-speech with Silero VAD (ONNX, one thread, created once).
+    """Trims leading and trailing non-speech with Silero VAD (one ONNX Runtime session, one
+    thread, created once).
 
-    Reproduces silero_vad's ``OnnxWrapper``: 512-sample windows at 16 kHz, each prefixed with
-    the previous window's last 64 samples (zeros for the first), the recurrent state carried
-    across windows, the last window zero-padded. Speech is every window whose probability
-    reaches ``threshold``; ``lead_pad_ms`` is kept before it (the model needs voicing to fire, so
-    it is late on soft onsets such as the "s" of "seven") and ``pad_ms`` after. With no speech
-    detected the clip is trimmed by energy instead (frames within ``energy_db`` of the
-    loudest); a silent clip is returned whole.
+    Silero's windows: 512 samples at 16 kHz, each prefixed with the previous window's last 64
+    samples (zeros for the first), the recurrent state carried across a clip's windows, the
+    last window zero-padded. Speech is every window whose probability reaches ``threshold``;
+    ``lead_pad_ms`` is kept before it (the model needs voicing to fire, so it is late on soft
+    onsets such as the "s" of "seven") and ``pad_ms`` after. With no speech detected the clip
+    is trimmed by energy instead (frames within ``energy_db`` of the loudest); a silent clip
+    is returned whole.
 
-    Each call starts from a fresh recurrent state, so calls are independent and deterministic;
-    the ``*_batch`` methods run several clips as rows of one model call per window position,
-    with results identical to one clip at a time.
+    `model` is the batched graph of ``vad_graph`` (a file, such as the model repository's
+    ``layout.VAD_FILE``, or its bytes); None builds it from the installed silero-vad package
+    (the build's extras). Every window of every clip given together goes through one call;
+    each clip starts from a fresh state, so results do not depend on the batch.
     """
 
-    WINDOW = 512
-    CONTEXT = 64
+    WINDOW = WINDOW
+    CONTEXT = CONTEXT
 
     def __init__(
         self,
-        model_path: str | Path | None = None,
+        model: str | Path | bytes | None = None,
         threshold: float = 0.5,
         pad_ms: float = 50.0,
         lead_pad_ms: float = 100.0,
@@ -226,11 +212,14 @@ class VoiceActivityTrimmer:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.model_path = Path(model_path) if model_path else default_vad_model_path()
+        if model is None:
+            model = batched_vad_bytes()
+        self.model_path = None if isinstance(model, bytes) else Path(model)
         self._session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            model if isinstance(model, bytes) else str(model),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
         )
-        self._sr = np.array(spec.AUDIO_SAMPLE_RATE, dtype=np.int64)
         self.threshold = threshold
         self.pad = round(pad_ms * spec.AUDIO_SAMPLE_RATE / 1000)
         self.lead_pad = round(lead_pad_ms * spec.AUDIO_SAMPLE_RATE / 1000)
@@ -241,47 +230,36 @@ class VoiceActivityTrimmer:
         return self.speech_probabilities_batch([samples_16k])[0]
 
     def speech_probabilities_batch(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """``speech_probabilities`` of each clip, computed for all clips at once.
+        """``speech_probabilities`` of each clip, every window of every clip in one call.
 
-        Silero is recurrent, so one clip's windows run in order; but the clips of a batch are
-        independent rows, so window ``i`` of every clip still long enough goes through one
-        model call (16 clips: one call instead of 16, half the CPU). The clips run longest
-        first so the rows still active are always a prefix; each row's result is exactly the
-        one-clip result (the model's batch rows do not interact).
+        The windows go clip after clip into one [N, 576] array (each clip padded alone to
+        whole windows, so a long clip beside short ones costs only its own length); ``slots``
+        maps window position t of clip b to its row (or to N, a zero row, past its end).
         """
         xs = [np.asarray(c, dtype=np.float32).ravel() for c in clips]
         counts = [math.ceil(x.size / self.WINDOW) for x in xs]
-        order = sorted(range(len(xs)), key=lambda i: -counts[i])
-        longest = counts[order[0]] if xs else 0
-        probs = [np.empty(n, dtype=np.float32) for n in counts]
+        longest = max(counts, default=0)
         if longest == 0:
-            return probs
-        span = self.CONTEXT + self.WINDOW
-        # Row r is clip order[r], zero-padded to whole windows; the 64 samples before a window
-        # are its context (zeros before the first). Each clip is padded alone: one long clip
-        # in a batch of short ones costs its own length, not the batch size times it.
-        padded = []
-        for i in order:
-            row = np.zeros(self.CONTEXT + counts[i] * self.WINDOW, dtype=np.float32)
-            row[self.CONTEXT : self.CONTEXT + xs[i].size] = xs[i]
-            padded.append(row)
-        chunk = np.empty((len(xs), span), dtype=np.float32)
-        state = np.zeros((2, len(xs), 128), dtype=np.float32)
-        run = self._session.run
-        active = len(xs)
-        for w in range(longest):
-            while counts[order[active - 1]] <= w:  # the shortest clips have finished
-                active -= 1
-            if state.shape[1] != active:
-                state = np.ascontiguousarray(state[:, :active])
-            start = w * self.WINDOW
-            for row in range(active):
-                chunk[row] = padded[row][start : start + span]
-            feed = {"input": chunk[:active], "state": state, "sr": self._sr}
-            out, state = run(None, feed)
-            for row in range(active):
-                probs[order[row]][w] = out[row, 0]
-        return probs
+            return [np.empty(0, dtype=np.float32) for _ in xs]
+        windows = np.zeros((sum(counts), SPAN), dtype=np.float32)
+        slots = np.full((longest, len(xs)), windows.shape[0], dtype=np.int64)
+        row = 0
+        for b, (x, n) in enumerate(zip(xs, counts, strict=True)):
+            if n == 0:
+                continue
+            padded = np.zeros(self.CONTEXT + n * self.WINDOW, dtype=np.float32)
+            padded[self.CONTEXT : self.CONTEXT + x.size] = x
+            view = np.lib.stride_tricks.sliding_window_view(padded, SPAN)[:: self.WINDOW]
+            windows[row : row + n] = view[:n]
+            slots[:n, b] = np.arange(row, row + n)
+            row += n
+        feed = {
+            "windows": windows,
+            "slots": slots.ravel(),
+            "lengths": np.asarray(counts, dtype=np.int32),
+        }
+        probs = self._session.run(None, feed)[0]  # [T, B]
+        return [np.ascontiguousarray(probs[:n, b]) for b, n in enumerate(counts)]
 
     def speech_bounds(self, samples_16k: np.ndarray) -> tuple[int, int]:
         """[start, end) sample range to keep."""

@@ -106,12 +106,12 @@ class Preprocessor:
     def __init__(
         self,
         tokenizer_path: str | Path | None = None,
-        vad_path: str | Path | None = None,
+        vad_model: str | Path | bytes | None = None,
         *,
         trim_silence: bool = True,
     ):
         self.tokenizer = TextTokenizer(tokenizer_path)
-        self.trimmer = VoiceActivityTrimmer(vad_path) if trim_silence else None
+        self.trimmer = VoiceActivityTrimmer(vad_model) if trim_silence else None
         self.text_tokens = self.tokenizer.max_tokens
 
     def preprocess_batch(

@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 from mmtriton import spec
 from mmtriton.backend.fusion import NumpyFusion
 from mmtriton.backend.onnx_encoder import ROWS_METRIC, make_session
-from mmtriton.layout import FUSION_WEIGHTS, ONNX_FILE
+from mmtriton.layout import FUSION_WEIGHTS, ONNX_FILE, TOKENIZER_FILE, VAD_FILE
 from mmtriton.preprocess.pipeline import Preprocessor
 from mmtriton_build.examples import load_examples
 from mmtriton_client.client import Sample, build_inputs
@@ -36,7 +36,7 @@ def reference():
     absent rows were skipped (preprocessing's own zero / "" placeholders, fed to ONNX Runtime)."""
     repo = require_repository()
     version = repo / "preprocess" / "1"
-    pre = Preprocessor(version / "tokenizer.json", version / "silero_vad.onnx")
+    pre = Preprocessor(version / TOKENIZER_FILE, version / VAD_FILE)
     sessions = {
         m: make_session(str(repo / e.name / "1" / ONNX_FILE), 1) for m, e in spec.ENCODERS.items()
     }

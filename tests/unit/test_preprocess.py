@@ -430,7 +430,10 @@ def test_vad_probabilities_match_silero_own_wrapper(speech, trimmer) -> None:
     clip = np.concatenate([np.zeros(5000), resample(samples, sr), np.zeros(3001)])
     clip = clip.astype(np.float32)
     reference = silero_vad.load_silero_vad(onnx=True).audio_forward(torch.from_numpy(clip), SR)
-    np.testing.assert_allclose(trimmer.speech_probabilities(clip), reference.numpy().ravel())
+    # Within float32 rounding carried along the LSTM (test_preprocess_parity.py says why).
+    np.testing.assert_allclose(
+        trimmer.speech_probabilities(clip), reference.numpy().ravel(), rtol=0, atol=1e-4
+    )
 
 
 def test_vad_falls_back_to_energy_and_keeps_silence(trimmer) -> None:

@@ -6,13 +6,13 @@ import argparse
 import dataclasses
 import json
 import pickle
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from mmtriton import spec
 from mmtriton.paths import artifacts_dir, gallery_dir, model_repository_dir
+from mmtriton.preprocess.vad_graph import write_batched_vad
 
 from ..artifacts import BuildPaths
 from ..config import DEFAULT_CONFIG, BuildConfig, load_config
@@ -98,11 +98,6 @@ def format_parity(report: dict) -> str:
     return "\n".join(lines)
 
 
-def vad_model_path() -> Path:
-    """The silero-vad ONNX model shipped in the silero-vad package."""
-    return Path(str(resources.files("silero_vad") / "data" / "silero_vad.onnx"))
-
-
 def populate_repository(config: BuildConfig, paths: BuildPaths, repo: Path) -> None:
     """Write configs and copy every model file the server loads into the repository."""
     from ..encoders import default_text_model_dir
@@ -120,7 +115,7 @@ def populate_repository(config: BuildConfig, paths: BuildPaths, repo: Path) -> N
     )
     pre = repo / "preprocess" / "1"
     repo_files.install_file(text_dir / "tokenizer.json", pre / repo_files.TOKENIZER_FILE)
-    repo_files.install_file(vad_model_path(), pre / repo_files.VAD_FILE)
+    write_batched_vad(pre / repo_files.VAD_FILE)
 
 
 def export(config: BuildConfig, root: Path, repo: Path, *, force: bool = False) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmtriton import spec
+from mmtriton import layout, spec
 from mmtriton_client.client import Sample
 
 from .stats import latency_summary
@@ -20,8 +20,8 @@ from .workload import columns
 def _preprocessor(repo: Path):
     from mmtriton.preprocess.pipeline import Preprocessor
 
-    pre = repo / "preprocess" / "1"
-    return Preprocessor(pre / "tokenizer.json", pre / "silero_vad.onnx")
+    pre = layout.version_dir(repo, spec.PREPROCESS.name)
+    return Preprocessor(pre / layout.TOKENIZER_FILE, pre / layout.VAD_FILE)
 
 
 class TorchPipeline:

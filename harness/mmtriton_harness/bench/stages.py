@@ -118,7 +118,10 @@ class StageRunner:
         if not samples:
             raise ValueError("no samples to measure the stages on")
         pre = layout.version_dir(repo, spec.PREPROCESS.name)
-        self.preprocessor = Preprocessor(pre / "tokenizer.json", pre / "silero_vad.onnx")
+        # A core of an older commit (core_at.py) may name another VAD file than this repository
+        # carries; it then gets None, its own default (the model that commit exported).
+        vad = pre / layout.VAD_FILE
+        self.preprocessor = Preprocessor(pre / layout.TOKENIZER_FILE, vad if vad.exists() else None)
         self.sessions = {
             m: make_session(str(layout.onnx_path(repo, model.name)), 1)
             for m, model in spec.ENCODERS.items()
