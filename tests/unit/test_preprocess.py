@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 from PIL import Image, ImageDraw
 
-from mmtriton import spec
+from mmtriton import layout, spec
 from mmtriton.preprocess import (
     REASONS,
     InvalidInput,
@@ -45,6 +45,7 @@ from mmtriton.preprocess import (
 from mmtriton.preprocess import audio as audio_mod
 from mmtriton.preprocess import pipeline as pipeline_mod
 from mmtriton.preprocess.audio import N_FFT, fix_length
+from mmtriton.preprocess.vad_graph import write_batched_vad
 
 SR = spec.AUDIO_SAMPLE_RATE
 S = spec.IMAGE_SIZE
@@ -370,6 +371,20 @@ def test_package_imports_neither_torch_nor_transformers() -> None:
         "import sys, mmtriton.preprocess as p; q = p.Preprocessor(); "
         "q.preprocess_batch(None, [b'seven'], None); "
         "bad = [m for m in ('torch', 'transformers', 'silero_vad') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_preprocessing_from_a_repository_file_needs_none_of_the_build_extras(tmp_path) -> None:
+    """A serving image has no onnx or silero-vad: the VAD graph the export writes is enough."""
+    graph = write_batched_vad(tmp_path / layout.VAD_FILE)
+    code = (
+        "import sys, numpy as np, mmtriton.preprocess as p; "
+        f"t = p.VoiceActivityTrimmer({str(graph)!r}); "
+        "probs = t.speech_probabilities(np.zeros(3000, np.float32)); "
+        "assert probs.shape == (6,), probs.shape; "
+        "bad = [m for m in ('onnx', 'torch', 'silero_vad') if m in sys.modules]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
