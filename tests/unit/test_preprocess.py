@@ -451,6 +451,32 @@ def test_vad_probabilities_match_silero_own_wrapper(speech, trimmer) -> None:
     )
 
 
+def test_vad_batches_of_any_size_give_each_clip_exactly_its_own_probabilities(trimmer) -> None:
+    """Clips of 0 to 30 s together: more windows than one call takes (so several calls, each
+    within MAX_WINDOWS_PER_CALL), and every clip's probabilities equal its own alone."""
+    rng = np.random.default_rng(3)
+    lengths = [0, 1, 511, 512, 513, 30 * SR, *rng.integers(800, 30 * SR, 12).tolist()]
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
+    windows = sum(math.ceil(n / 512) for n in lengths)
+    assert windows > 2 * trimmer.MAX_WINDOWS_PER_CALL
+    calls: list[int] = []
+    run = trimmer._session.run
+
+    def counting_run(outputs, feed):
+        calls.append(feed["windows"].shape[0])
+        return run(outputs, feed)
+
+    trimmer._session.run = counting_run
+    try:
+        together = trimmer.speech_probabilities_batch(clips)
+    finally:
+        del trimmer._session.run
+    assert len(calls) >= 3 and max(calls) <= trimmer.MAX_WINDOWS_PER_CALL and sum(calls) == windows
+    for clip, probs in zip(clips, together, strict=True):
+        assert probs.shape == (math.ceil(clip.size / 512),)
+        assert np.array_equal(probs, trimmer.speech_probabilities(clip))
+
+
 def test_vad_falls_back_to_energy_and_keeps_silence(trimmer) -> None:
     tone = np.sin(2 * np.pi * 1000 * np.arange(SR // 4) / SR).astype(np.float32) * 0.3
     clip = np.concatenate([np.zeros(SR), tone, np.zeros(SR)]).astype(np.float32)
