@@ -67,11 +67,17 @@ def source_model_path() -> Path:
 
 
 def _weights(source: Path) -> dict[str, np.ndarray]:
+    """The source graph's initializers by name, with its LSTM's W, R and B also under
+    ``lstm.W`` / ``lstm.R`` / ``lstm.B`` (the exporter names them ``onnx::LSTM_<n>``)."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(source))
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    (lstm,) = [n for n in model.graph.node if n.op_type == "LSTM"]
+    for role, name in zip(("W", "R", "B"), lstm.input[1:4], strict=True):
+        weights[f"lstm.{role}"] = weights[name]
+    return weights
 
 
 class _Graph:
@@ -104,8 +110,9 @@ class _Graph:
         return self.op("Slice", [x, *names])
 
 
-def _conv_as_matmul(g: _Graph, x: str, frames: int, weight: np.ndarray, bias: np.ndarray,
-                    stride: int, name: str) -> tuple[str, int]:  # fmt: skip
+def _conv_as_matmul(
+    g: _Graph, x: str, frames: int, weight: np.ndarray, bias: np.ndarray, stride: int, name: str
+) -> tuple[str, int]:
     """Conv1d (kernel 3, padding 1) of x [N, frames, C_in] -> ReLU'd [N, frames_out, C_out].
 
     im2col: the zero-padded input's taps t-1, t, t+1 of each output frame side by side
@@ -158,13 +165,8 @@ def batched_vad_model(source: Path | None = None):
     minus_one = g.const("minus_one", np.array([-1], np.int64))
     tb = g.op("Concat", [minus_one, batch, g.const("hidden", np.array([HIDDEN], np.int64))], axis=0)
     seq = g.op("Reshape", [seq, tb])
-    lstm = [w[k] for k in sorted(k for k in w if k.startswith("onnx::LSTM"))]  # W, R, B
-    y = g.op(
-        "LSTM",
-        [seq, g.const("lstm_w", lstm[0]), g.const("lstm_r", lstm[1]), g.const("lstm_b", lstm[2]),
-         "lengths"],
-        hidden_size=HIDDEN,
-    )  # fmt: skip  # Y [T, 1, B, 128]
+    lstm = [g.const(f"lstm_{role}", w[f"lstm.{role}"]) for role in ("W", "R", "B")]
+    y = g.op("LSTM", [seq, *lstm, "lengths"], hidden_size=HIDDEN)  # Y [T, 1, B, 128]
     y = g.op("Relu", [g.op("Squeeze", [y, g.const("dir_axis", np.array([1], np.int64))])])
     logit = g.op("MatMul", [y, g.const("out_w", w["output.weight"][0, :, :])])  # [T, B, 1]
     logit = g.op("Add", [logit, g.const("out_b", w["output.bias"])])
@@ -183,7 +185,7 @@ def batched_vad_model(source: Path | None = None):
         initializer=g.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what onnxruntime 1.32 and Triton 2.51's ORT both read
+    model.ir_version = 8  # opset 17's IR; read by the pinned onnxruntime
     model.doc_string = "Silero VAD v5 16 kHz, all windows of a batch of clips in one call"
     checker.check_model(model)
     return model
