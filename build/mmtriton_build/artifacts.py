@@ -18,6 +18,7 @@ FEATURE_PLAN: dict[str, tuple[str, bool]] = {
     "test_degraded": ("test_degraded", True),
     "unseen": ("unseen", False),
     "nodigit_train": ("nodigit_train", False),
+    "nodigit_text_train": ("nodigit_text_train", False),
     "nodigit_val": ("nodigit_val", False),
     "nodigit_test": ("nodigit_test", False),
     **{name: (name, True) for name in SEVERITY_SETS},

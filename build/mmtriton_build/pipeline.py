@@ -24,6 +24,7 @@ from . import evaluate
 from .artifacts import BuildPaths
 from .config import DEFAULT_CONFIG, BuildConfig, load_config
 from .data.augment import AUGMENTATION_VERSION
+from .data.nodigit_text import NO_DIGIT_TEXT_VERSION
 from .steps import StepRunner, audio_encoder, data, embeddings, fingerprint, fusion
 
 # One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
@@ -56,6 +57,7 @@ STEPS: tuple[Step, ...] = (
         data.outputs,
         data.run,
         versioned=True,
+        code_versions=(NO_DIGIT_TEXT_VERSION,),  # it writes the generated no-digit texts
     ),
     Step(
         "audio_encoder",

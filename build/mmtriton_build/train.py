@@ -134,13 +134,16 @@ def train_fusion(
     num_classes: int = spec.NUM_CLASSES,
     degraded_share: float = 0.4,
     no_digit: SplitFeatures | None = None,
+    no_digit_texts: SplitFeatures | None = None,
 ) -> tuple[FusionModel, float]:
     """Train one fusion model (or a unimodal baseline with `only`) on frozen embeddings.
 
     Each modality of each training row is drawn clean or augmented/corrupted (at a random
     severity) on its own, so one modality can be bad while another is fine and the model
     learns to lean on the reliable one; rows may carry no-digit inputs (``no_digit``), whose
-    target is uniform. The epoch with the best validation accuracy over all subsets is kept.
+    target is uniform; their texts are drawn from ``no_digit`` and the text-only rows of
+    ``no_digit_texts`` (generated). The epoch with the best validation accuracy over all
+    subsets is kept.
     """
     torch.manual_seed(seed)
     model = FusionModel(mode, shared_dim, num_classes)
@@ -152,6 +155,8 @@ def train_fusion(
     info_c = torch.from_numpy(clean.informative.astype(np.float32))
     info_d = torch.from_numpy(degraded.informative.astype(np.float32))
     nd = _tensors(no_digit) if no_digit is not None and len(no_digit) else None
+    if nd is not None and no_digit_texts is not None and len(no_digit_texts):
+        nd["text"] = torch.cat([nd["text"], torch.from_numpy(no_digit_texts.text)])
     labels = torch.from_numpy(clean.labels)
     available = torch.from_numpy(clean.present)
     gen = torch.Generator().manual_seed(seed)
@@ -172,9 +177,9 @@ def train_fusion(
             if nd is not None:
                 swap = torch.rand(n, n_mod, generator=gen) < NO_DIGIT_MODALITY_SHARE
                 swap |= (torch.rand(n, generator=gen) < NO_DIGIT_ROW_SHARE).unsqueeze(1)
-                pick = torch.randint(len(no_digit), (n, n_mod), generator=gen)
                 for j, m in enumerate(spec.MODALITIES):
-                    feats[m] = torch.where(swap[:, j : j + 1], nd[m][pick[:, j]], feats[m])
+                    pick = torch.randint(len(nd[m]), (n,), generator=gen)
+                    feats[m] = torch.where(swap[:, j : j + 1], nd[m][pick], feats[m])
                 informative = torch.where(swap, torch.zeros_like(informative), informative)
             logits, _ = model(**feats, present=present)
             target = soft_targets(labels[idx], informative, present, num_classes)

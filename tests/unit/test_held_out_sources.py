@@ -4,13 +4,20 @@ people behind them), fonts, phrasings, no-digit texts, and the built splits' fil
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from mmtriton_build.data import speech, unseen
-from mmtriton_build.data.text import TEMPLATES, UNINFORMATIVE_PHRASES, names_digit
+from mmtriton_build.data import nodigit_text, speech, unseen
+from mmtriton_build.data.text import (
+    DIGIT_WORDS,
+    MISSPELLINGS,
+    TEMPLATES,
+    UNINFORMATIVE_PHRASES,
+    names_digit,
+)
 
 
 def _speaker(voice_id: str) -> str:
@@ -58,6 +65,37 @@ def test_no_digit_texts_name_no_digit_and_held_out_ones_are_new() -> None:
         assert not names_digit(text), text
     assert not training & held_out and not training & val and not val & held_out
     assert names_digit("it's a 7") and names_digit("SEVN") and not names_digit("weighty")
+
+
+def test_generated_no_digit_texts_spell_no_digit_and_leave_the_unseen_texts_unseen() -> None:
+    texts = nodigit_text.no_digit_texts(0, 3000)
+    assert texts == nodigit_text.no_digit_texts(0, 3000)  # seeded
+    assert texts != nodigit_text.no_digit_texts(1, 3000)
+    assert len(set(texts)) == len(texts)
+    kept_out = (*unseen.NO_DIGIT_TEXTS_VAL, *unseen.NO_DIGIT_TEXTS_HELD_OUT)
+    unseen_texts = [t.lower() for t in kept_out]
+    unseen_words = {w for t in unseen_texts for w in re.findall(r"[a-z]+", t) if len(w) >= 4}
+    digit_words = {*DIGIT_WORDS, *(m for ms in MISSPELLINGS.values() for m in ms)}
+    for text in texts:
+        low = " ".join(text.lower().split())
+        assert text.strip() and not names_digit(text), text
+        assert not re.search(r"\d", text), text
+        assert not any(w in low for w in digit_words), text  # also "someone", "weight"
+        assert not {"oh", "o", "ten", "often"} & set(re.findall(r"[a-z]+", low)), text
+        assert not any(t in low for t in unseen_texts), text
+        assert not any(w in low for w in unseen_words), text  # "asdf", "lorem", "qwerty" ...
+    # The kinds it covers: letters only, several words, punctuation only, upper case.
+    assert any(re.fullmatch(r"[a-z]+", t) for t in texts)
+    assert any(len(t.split()) >= 4 for t in texts)
+    assert any(t.strip() and not re.search(r"[A-Za-z]", t) for t in texts)
+    assert any(t.isupper() for t in texts) and any(t != t.strip() for t in texts)
+
+
+def test_the_checks_on_generated_texts_catch_what_they_must() -> None:
+    for text in ("someone", "weight", "often", "oh", "it's 7", "SEVN", "Asdfgh", "lorem", "hmm ok"):
+        assert nodigit_text.spells_digit(text) or nodigit_text.overlaps_unseen(text), text
+    plain = "a red car"
+    assert not nodigit_text.spells_digit(plain) and not nodigit_text.overlaps_unseen(plain)
 
 
 def test_built_unseen_split_uses_only_held_out_files(built_artifacts) -> None:

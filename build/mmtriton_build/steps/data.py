@@ -26,6 +26,9 @@ SYSTEM_TOOLS = {
 UNSEEN_PER_IMAGE_SOURCE = 250
 FESTIVAL_CLIPS_PER_DIGIT = 16
 NO_DIGIT_SIZES = {"nodigit_train": 480, "nodigit_val": 160, "nodigit_test": 160}
+# Text-only training rows with a generated no-digit text each (data/nodigit_text.py): the
+# fusion's no-digit text swaps draw from them and from `nodigit_train`'s fixed phrases.
+NO_DIGIT_GENERATED_TEXTS = 1920
 SEVERITY_SAMPLES = 250
 
 
@@ -51,6 +54,7 @@ def _add_held_out(splits: dict, paths: BuildPaths, seed: int) -> dict:
 
     from ..data import dataset as ds
     from ..data import unseen
+    from ..data.nodigit_text import no_digit_texts
     from ..data.text import UNINFORMATIVE_PHRASES
 
     root = paths.data / "unseen"
@@ -85,6 +89,8 @@ def _add_held_out(splits: dict, paths: BuildPaths, seed: int) -> dict:
         nd = unseen.no_digit_set(root / name, seed * 10 + n, size, texts)
         splits[name] = nd.samples
         kinds[name] = nd.kinds
+    generated = no_digit_texts(seed, NO_DIGIT_GENERATED_TEXTS)
+    splits["nodigit_text_train"] = [ds.Sample(label=-1, text=t) for t in generated]
     # Accuracy against corruption severity: the first test samples at each level.
     base = ds.make_degraded_test(splits["test"][:SEVERITY_SAMPLES], seed)
     for level in SEVERITY_LEVELS:

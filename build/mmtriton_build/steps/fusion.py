@@ -54,6 +54,7 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
         num_classes=num_classes,
         degraded_share=fs.degraded_share,
         no_digit=f["nodigit_train"],
+        no_digit_texts=f["nodigit_text_train"],
     )
     calibration = {}
     for mode in spec.FUSION_MODES:
