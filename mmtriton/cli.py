@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from importlib.metadata import entry_points
 
@@ -51,7 +53,21 @@ def _command_help(module_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run one subcommand."""
+    """Parse the command line and run one subcommand.
+
+    A reader that stops early (``mmtriton infer ... | head -1``) closes the pipe under the
+    output: like other Unix tools the command then stops quietly, with 141 (128 + SIGPIPE),
+    instead of a BrokenPipeError traceback.
+    """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python would try to flush stdout again at exit and print the error a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     table = commands()
     parser = argparse.ArgumentParser(prog="mmtriton", description=__doc__.splitlines()[0])

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +160,23 @@ def test_predict_many_splits_into_allowed_batches(client, examples):
     assert [p.label for p in preds[-5:]] == [p.label for p in singles]
     with pytest.raises(ClientError, match="predict_many"):
         client.predict_batch(samples)
+
+
+def test_cli_output_into_a_reader_that_stopped_early_ends_quietly(triton_server):
+    """`mmtriton infer ... | head -1` once head has its line: the pipe is closed under the
+    output. A pipe whose read end is already closed makes the first write fail the same way."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [Path(sys.executable).with_name("mmtriton"), "infer", "--url", triton_server.grpc_url,
+             "--text", "seven"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141  # 128 + SIGPIPE, as `yes | head -1` gives
