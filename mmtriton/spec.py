@@ -127,6 +127,9 @@ class ModelSpec:
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # The input whose 0 entries mark padding on the dynamic (-1) axis of every input that has
+    # one: the CPU profile runs a batch only up to its longest real sequence.
+    sequence_mask: str | None = None
 
     def input(self, name: str) -> TensorSpec:
         """The input called ``name``."""
@@ -167,7 +170,12 @@ PREPROCESS = ModelSpec(
     (IMAGE_PIXELS, TEXT_INPUT_IDS, TEXT_ATTENTION_MASK, AUDIO_MEL, PRESENT, PIPELINE_START),
 )
 IMAGE_ENCODER = ModelSpec("image_encoder", (IMAGE_PIXELS,), (IMAGE_EMBEDDING,))
-TEXT_ENCODER = ModelSpec("text_encoder", (TEXT_INPUT_IDS, TEXT_ATTENTION_MASK), (TEXT_EMBEDDING,))
+TEXT_ENCODER = ModelSpec(
+    "text_encoder",
+    (TEXT_INPUT_IDS, TEXT_ATTENTION_MASK),
+    (TEXT_EMBEDDING,),
+    sequence_mask=TEXT_ATTENTION_MASK.name,
+)
 AUDIO_ENCODER = ModelSpec("audio_encoder", (AUDIO_MEL,), (AUDIO_EMBEDDING,))
 FUSION = ModelSpec(
     "fusion",

@@ -9,8 +9,8 @@ import wave
 import numpy as np
 import pytest
 
-from mmtriton import spec
-from mmtriton.backend.onnx_encoder import encode_present_rows
+from mmtriton import layout, spec
+from mmtriton.backend.onnx_encoder import encode_present_rows, trim_padding
 from mmtriton.preprocess.pipeline import Preprocessor
 from mmtriton_build.examples import encode_png
 
@@ -96,3 +96,33 @@ def test_an_all_placeholder_batch_never_calls_the_session() -> None:
     outputs, encoded = encode_present_rows(run, spec.TEXT_ENCODER, feed, DTYPES)
     assert encoded == 0
     assert not outputs[spec.TEXT_EMBEDDING.name].any()
+
+
+def test_text_runs_only_up_to_the_longest_real_text_with_the_same_embeddings(pre) -> None:
+    """The real text encoder on real tokenisations: trimmed to the batch's longest text (with an
+    absent row in the batch), the embeddings equal those of the fully padded run."""
+    from mmtriton.backend.onnx_encoder import make_session
+    from tests.conftest import require_repository
+
+    session = make_session(str(layout.onnx_path(require_repository(), "text_encoder")), 1)
+    texts = ["seven", "is it a one or a seven", "?", "the digit written here is 3", None]
+    image = encode_png(np.full((28, 28), 255, np.uint8))
+    tensors = _fed(pre, [None, None, None, None, image], texts, None)
+    feed = {t.name: tensors[t.name] for t in spec.TEXT_ENCODER.inputs}
+    lengths = feed[spec.TEXT_ATTENTION_MASK.name].sum(axis=1)
+    assert lengths.max() < spec.TEXT_MAX_TOKENS and lengths[-1] == 0  # padded; last absent
+    seen = []
+
+    def run(f):
+        seen.append(f[spec.TEXT_INPUT_IDS.name].shape)
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, f), strict=True))
+
+    outputs, encoded = encode_present_rows(run, spec.TEXT_ENCODER, feed, DTYPES)
+    assert encoded == 4 and seen == [(4, int(lengths.max()))]
+    full = session.run(None, {k: v[:4] for k, v in feed.items()})[0]
+    np.testing.assert_allclose(outputs[spec.TEXT_EMBEDDING.name][:4], full, atol=1e-6, rtol=0)
+    assert not outputs[spec.TEXT_EMBEDDING.name][4].any()
+    # Nothing to trim: a feed already at its real length comes back as it is.
+    whole = {k: v[:, : int(lengths.max())] for k, v in feed.items()}
+    assert trim_padding(spec.TEXT_ENCODER, whole) is whole
+    assert trim_padding(spec.IMAGE_ENCODER, {"x": np.zeros(1)}) == {"x": np.zeros(1)}

@@ -111,6 +111,7 @@ class StageRunner:
     """The served computation's parts, loaded once, each callable on a batch of samples."""
 
     def __init__(self, repo: Path, samples: Sequence[Sample]) -> None:
+        from mmtriton.backend import onnx_encoder
         from mmtriton.backend.fusion import NumpyFusion
         from mmtriton.backend.onnx_encoder import make_session
         from mmtriton.preprocess.pipeline import Preprocessor
@@ -129,6 +130,8 @@ class StageRunner:
         self.fusion = NumpyFusion(
             layout.version_dir(repo, spec.FUSION.name) / layout.FUSION_WEIGHTS
         )
+        # A core of an older commit (core_at.py) may not trim; it then runs the whole padding.
+        self.trim_padding = getattr(onnx_encoder, "trim_padding", None)
         self.samples = list(samples)
         self._tensors: dict[int, dict[str, np.ndarray]] = {}
         self._embeddings: dict[int, dict[str, np.ndarray]] = {}
@@ -144,9 +147,13 @@ class StageRunner:
         return self._tensors[batch]
 
     def encode(self, modality: str, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
-        """One encoder's ONNX Runtime session on its inputs."""
+        """One encoder's ONNX Runtime session on its inputs, their padding trimmed as the
+        served encoder trims it (so the limit counts the work the server does)."""
         model = spec.ENCODERS[modality]
-        return self.sessions[modality].run(None, {t.name: tensors[t.name] for t in model.inputs})[0]
+        feed = {t.name: tensors[t.name] for t in model.inputs}
+        if self.trim_padding is not None:
+            feed = self.trim_padding(model, feed)
+        return self.sessions[modality].run(None, feed)[0]
 
     def embeddings(self, batch: int) -> dict[str, np.ndarray]:
         """The three embeddings of the first `batch` samples (cached: fusion's inputs)."""
