@@ -217,7 +217,6 @@ class VoiceActivityTrimmer:
         options.log_severity_level = 3
         if model is None:
             model = batched_vad_bytes()
-        self.model_path = None if isinstance(model, bytes) else Path(model)
         self._session = ort.InferenceSession(
             model if isinstance(model, bytes) else str(model),
             sess_options=options,

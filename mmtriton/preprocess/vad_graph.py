@@ -89,10 +89,13 @@ class _Graph:
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes: list = []
         self.initializers: list = []
+        self._names: set[str] = set()
         self._count = 0
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(self.numpy_helper.from_array(np.asarray(value), name))
+        if name not in self._names:  # a constant asked for twice (the same slice bounds) is one
+            self._names.add(name)
+            self.initializers.append(self.numpy_helper.from_array(np.asarray(value), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], **attrs) -> str:
@@ -103,10 +106,8 @@ class _Graph:
 
     def slice(self, x: str, axis: int, start: int, end: int, step: int = 1) -> str:
         key = f"{axis}_{start}_{end}_{step}"
-        names = [f"slice_{part}_{key}" for part in ("starts", "ends", "axes", "steps")]
-        if not any(t.name == names[0] for t in self.initializers):
-            for name, v in zip(names, (start, end, axis, step), strict=True):
-                self.const(name, np.array([v], dtype=np.int64))
+        parts = zip(("starts", "ends", "axes", "steps"), (start, end, axis, step), strict=True)
+        names = [self.const(f"slice_{p}_{key}", np.array([v], np.int64)) for p, v in parts]
         return self.op("Slice", [x, *names])
 
 
