@@ -65,6 +65,7 @@ STEPS: tuple[Step, ...] = (
         ("encoders",),
         audio_encoder.outputs,
         lambda c, p, _: audio_encoder.run(c, p),
+        code_versions=(AUGMENTATION_VERSION,),  # it trains on augmented clips
     ),
     Step(
         "embeddings",

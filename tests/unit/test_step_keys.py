@@ -16,11 +16,12 @@ def _keys(steps: tuple[pipeline.Step, ...]) -> dict[str, str]:
     return keys
 
 
-def _changed_by_bumping(step_name: str) -> set[str]:
+def _changed_by_bumping(*step_names: str) -> set[str]:
+    """The steps whose keys change when the code versions of ``step_names`` go up by one."""
     before = _keys(pipeline.STEPS)
     bumped = tuple(
         dataclasses.replace(s, code_versions=tuple(v + 1 for v in s.code_versions))
-        if s.name == step_name
+        if s.name in step_names
         else s
         for s in pipeline.STEPS
     )
@@ -28,8 +29,19 @@ def _changed_by_bumping(step_name: str) -> set[str]:
     return {name for name in before if before[name] != after[name]}
 
 
-def test_augmentation_version_changes_embeddings_and_downstream_keys_only():
-    assert _changed_by_bumping("embeddings") == {"embeddings", "fusion", "evaluate"}
+def _steps_running(version: int) -> set[str]:
+    return {s.name for s in pipeline.STEPS if version in s.code_versions}
+
+
+def test_augmentation_version_reruns_the_audio_cnn_embeddings_and_downstream_only():
+    from mmtriton_build.data.augment import AUGMENTATION_VERSION
+
+    # Both steps run the augmentation: the audio CNN trains on augmented clips (a stale
+    # cached CNN would pair old audio features with new image features), the embeddings
+    # step augments the fusion's training images and clips.
+    assert _steps_running(AUGMENTATION_VERSION) >= {"audio_encoder", "embeddings"}
+    changed = _changed_by_bumping("audio_encoder", "embeddings")
+    assert changed == {"audio_encoder", "embeddings", "fusion", "evaluate"}
 
 
 def test_no_digit_text_version_is_part_of_the_data_step_key():

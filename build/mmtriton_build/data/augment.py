@@ -18,9 +18,9 @@ from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
 from .dataset import degrade_image
 
-# Bump when what these functions produce changes: the build's embeddings step (which runs
-# them) is keyed on it, so cached training features are recomputed.
-AUGMENTATION_VERSION = 2
+# Bump when what these functions (or features.augmented_audio) produce changes: the build's
+# audio CNN and embeddings steps, which run them, are keyed on it and so rerun.
+AUGMENTATION_VERSION = 3
 
 # --------------------------------------------------------------------------- images
 
