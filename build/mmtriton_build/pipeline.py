@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 
 from mmtriton.paths import artifacts_dir
+from mmtriton.preprocess.image import IMAGE_PREPROCESS_VERSION
 
 from . import evaluate
 from .artifacts import BuildPaths
 from .config import DEFAULT_CONFIG, BuildConfig, load_config
 from .data.augment import AUGMENTATION_VERSION
 from .data.nodigit_text import NO_DIGIT_TEXT_VERSION
+from .features import CNN_NOISE_SNR_DB, FUSION_NOISE_SNR_DB
 from .steps import StepRunner, audio_encoder, data, embeddings, fingerprint, fusion
 
 # One-line help of this `mmtriton` subcommand (mmtriton/cli.py reads it without importing).
@@ -47,6 +49,9 @@ class Step:
     versioned: bool = False
     # Versions of code the step runs whose output changes are not in the recipe.
     code_versions: tuple[int, ...] = ()
+    # Constants of that code that are not in the recipe either (the noise floors): their
+    # values are part of the key, so changing one reruns the step without a version bump.
+    settings: tuple[object, ...] = ()
 
 
 STEPS: tuple[Step, ...] = (
@@ -66,6 +71,7 @@ STEPS: tuple[Step, ...] = (
         audio_encoder.outputs,
         lambda c, p, _: audio_encoder.run(c, p),
         code_versions=(AUGMENTATION_VERSION,),  # it trains on augmented clips
+        settings=(CNN_NOISE_SNR_DB,),
     ),
     Step(
         "embeddings",
@@ -73,7 +79,9 @@ STEPS: tuple[Step, ...] = (
         ("encoders",),
         embeddings.outputs,
         lambda c, p, _: embeddings.run(c, p),
-        code_versions=(AUGMENTATION_VERSION,),  # it augments the training images and clips
+        # It augments the training images and clips and runs the served image preprocessing.
+        code_versions=(AUGMENTATION_VERSION, IMAGE_PREPROCESS_VERSION),
+        settings=(FUSION_NOISE_SNR_DB,),
     ),
     Step("fusion", ("embeddings",), ("fusion",), fusion.outputs, lambda c, p, _: fusion.run(c, p)),
     Step(
@@ -92,6 +100,7 @@ def step_key(step: Step, cfg: dict, keys: dict[str, str], dataset: Path | None) 
     parts += [keys[name] for name in step.upstream]
     parts += [cfg[section] for section in step.config]
     parts += list(step.code_versions)  # empty for most steps: their keys stay as they were
+    parts += list(step.settings)
     if step.versioned:
         parts.append(str(dataset or "default"))
     return fingerprint(*parts)

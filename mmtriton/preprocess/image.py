@@ -34,6 +34,10 @@ _INK_LEVEL_PERCENTILE = 90  # of the solid-ink pixels: their level becomes 1
 _CORE_THRESHOLD = 0.5  # stretched pixels above this are solid ink
 _MAX_NOISE_FLOOR = 0.35
 
+# Bump when what normalize_digit or to_pixels produce changes: the build's embeddings step
+# (which runs them on every training image) is keyed on it.
+IMAGE_PREPROCESS_VERSION = 2
+
 
 def _too_large(detail: str) -> InvalidInput:
     return InvalidInput("image", "image_too_large", detail)
@@ -180,6 +184,13 @@ def normalize_digit(gray: np.ndarray) -> np.ndarray:
         return out
     g = np.nan_to_num(g, nan=0.0)
     height, width = g.shape
+    if max(height, width) < DIGIT_CANVAS:
+        # A tiny image (a coarse scan, an 8x8 pen-digitised digit) is first brought up to
+        # MNIST's size, bilinearly, so the steps below see it at the scale of most training
+        # images. Chosen over bicubic and Lanczos on validation coarse scans (docs/model.md).
+        f = DIGIT_CANVAS / max(height, width)
+        g = _resize(g, max(1, round(width * f)), max(1, round(height * f)), Image.BILINEAR)
+        height, width = g.shape
     if height * width > _MAX_WORK_PIXELS:
         f = math.sqrt(_MAX_WORK_PIXELS / (height * width))
         g = _resize(g, max(1, round(width * f)), max(1, round(height * f)), Image.BOX)

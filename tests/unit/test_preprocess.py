@@ -193,6 +193,18 @@ def test_normalize_digit_is_near_identity_on_mnist_like_digits(digit: str) -> No
     assert np.abs(out - mnist).mean() < 0.01
 
 
+@pytest.mark.parametrize("side", [8, 12, 16])
+def test_an_image_under_28_px_is_normalised_as_its_bilinear_upscale_to_28(side: int) -> None:
+    small = Image.fromarray(mnist_like("4")).resize((side, side), Image.BOX)
+    tiny = np.asarray(small, np.float32) / 255
+    upscaled = np.asarray(Image.fromarray(tiny).resize((28, 28), Image.BILINEAR), dtype=np.float32)
+    out = normalize_digit(tiny)
+    np.testing.assert_allclose(out, normalize_digit(upscaled), atol=1e-6)
+    # Still a digit on MNIST's canvas: ink on black, not erased as specks.
+    assert out.max() > 0.85 and out[[0, 0, -1, -1], [0, -1, 0, -1]].max() == 0
+    assert (out > 0.5).sum() >= 20
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_dark_digit_anywhere_ends_up_white_on_black_and_centred(seed: int) -> None:
     rng = np.random.default_rng(seed)

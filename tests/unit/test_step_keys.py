@@ -1,5 +1,6 @@
 """The build's cache keys: a change of versioned code (the augmentation, the generated
-no-digit texts) reruns the step that runs it and the steps it feeds, no others."""
+no-digit texts) or of a constant it keys on (the noise floors) reruns the step that runs it
+and the steps it feeds, no others."""
 
 from __future__ import annotations
 
@@ -50,3 +51,39 @@ def test_no_digit_text_version_is_part_of_the_data_step_key():
     data_step = next(s for s in pipeline.STEPS if s.name == "data")
     assert NO_DIGIT_TEXT_VERSION in data_step.code_versions
     assert _changed_by_bumping("data") == {s.name for s in pipeline.STEPS}
+
+
+def _changed_by_setting(step_name: str, index: int, value: object) -> set[str]:
+    """The steps whose keys change when setting ``index`` of ``step_name`` becomes ``value``."""
+    before = _keys(pipeline.STEPS)
+    changed = tuple(
+        dataclasses.replace(
+            s, settings=tuple(value if i == index else v for i, v in enumerate(s.settings))
+        )
+        if s.name == step_name
+        else s
+        for s in pipeline.STEPS
+    )
+    after = _keys(changed)
+    return {name for name in before if before[name] != after[name]}
+
+
+def test_noise_floors_are_keyed_so_changing_one_reruns_the_steps_that_use_it():
+    # A stale audio CNN once survived a floor change that bumped no version: the documented
+    # figures then came from a model a fresh build no longer made.
+    from mmtriton_build.features import CNN_NOISE_SNR_DB, FUSION_NOISE_SNR_DB
+
+    steps = {s.name: s for s in pipeline.STEPS}
+    assert CNN_NOISE_SNR_DB in steps["audio_encoder"].settings
+    assert FUSION_NOISE_SNR_DB in steps["embeddings"].settings
+    assert _changed_by_setting("audio_encoder", 0, (-12.0, 20.0)) == {
+        "audio_encoder",
+        "embeddings",
+        "fusion",
+        "evaluate",
+    }
+    assert _changed_by_setting("embeddings", 0, (-12.0, 20.0)) == {
+        "embeddings",
+        "fusion",
+        "evaluate",
+    }
