@@ -31,15 +31,21 @@ def shipped(tmp_path_factory) -> Iterator[TritonProcess]:
 
 
 def test_overload_is_refused_fast_and_accepted_latency_stays_bounded(shipped, examples):
-    result = run_overload(shipped, examples, rate=300, seconds=3, client_timeout_s=15)
-    assert result["requests"] == 900
-    assert result["rejected"] >= 100, result  # ~3x capacity: most work is refused...
+    # 3 x the capacity measured just before: a fixed rate (300 req/s) was 3x on one machine
+    # and barely overload on a faster one, where refusals then came late.
+    result = run_overload(shipped, examples, factor=3.0, seconds=3, client_timeout_s=15)
+    assert result["offered_rps"] >= 2.9 * result["capacity_rps"], result
+    assert result["requests"] >= 0.95 * 3 * result["offered_rps"], result
+    assert result["rejected"] >= result["requests"] / 3, result  # most work is refused...
     assert result["rejected_p50_ms"] < 100  # ...at once, not after a wait
     assert result["failed"] == result["lost"] == result["timeout"] == 0, result["errors"]
     assert result["in_flight_after"] == 0, result
     assert shipped.process.poll() is None
-    # Admission at the first step refused some; every refusal is one of the explicit kinds.
-    assert result["refused_by"]["admission"] > 0 and result["refused_by"]["other"] == 0, result
+    # Every refusal is one of the explicit kinds. Which one refuses depends on where the
+    # bottleneck is: admission when work piles up behind preprocess (2 slower cores), Triton's
+    # queue in front of preprocess when preprocess itself is the bottleneck (a faster machine,
+    # where admission refused 0-228 of ~1,900 refusals); test_admission.py covers admission.
+    assert result["refused_by"]["other"] == 0, result
     assert result["ok"] >= 50 and result["accuracy"] == 1.0
     # The objective is 500 ms (`make reliability` holds the target); on shared cores the
     # client's own latency adds to it, so the test bounds it loosely. Unbounded queues gave

@@ -4,6 +4,11 @@ The first step refuses what the pipeline cannot serve within its latency objecti
 (mmtriton/backend/admission.py), and Triton's own queue in front of it refuses when that queue
 is full. Both answer UNAVAILABLE; `refused_by` says which refused how many. The machine's load
 average is recorded with the figures: on shared cores the client's own latency moves them.
+
+The offered rate is a multiple of the capacity measured just before on the same server: a
+fixed rate is overload on one machine and nearly a fit on a faster one (300 req/s was ~3x
+capacity on the cores the figures were first taken on, and ~1.05x on a later machine, where
+refusals then came late, after a queue had formed).
 """
 
 from __future__ import annotations
@@ -62,11 +67,30 @@ async def _probe_latency(call, n: int) -> list[float]:
     return [(await timed(call, i)).ms for i in range(n)]
 
 
-async def _overload(url: str, examples: Sequence, rate: float, seconds: float, **infer_kw):
+# Closed-loop callers and seconds of the capacity measurement before the overload.
+CAPACITY_WORKERS = 16
+CAPACITY_SECONDS = 2.0
+
+
+async def _capacity_rps(call) -> float:
+    """Served requests/s with CAPACITY_WORKERS callers back to back for CAPACITY_SECONDS."""
+    end = time.monotonic() + CAPACITY_SECONDS
+    outcomes = await closed_loop(call, CAPACITY_WORKERS, lambda: time.monotonic() >= end)
+    served = [o for o in outcomes if o.kind == "ok"]
+    if not served:
+        raise RuntimeError("overload: no request was served while measuring capacity")
+    return len(served) / (max(o.end for o in served) - min(o.start for o in outcomes))
+
+
+async def _overload(
+    url: str, examples: Sequence, rate: float | None, factor: float, seconds: float, **infer_kw
+):
     call = raw_caller(url, examples, **infer_kw)
     probe = raw_caller(url, examples, client_timeout=10)
     try:
         baseline = sorted(await _probe_latency(probe, 8))[4]
+        capacity = await _capacity_rps(probe)
+        rate = rate or factor * capacity
         outcomes, sent_until = await open_loop(call, rate, seconds)
         # Recovery: from the end of the offered load until a fresh request is served about as
         # fast as before it (the queue has drained).
@@ -81,18 +105,20 @@ async def _overload(url: str, examples: Sequence, rate: float, seconds: float, *
     finally:
         await call.client.close()
         await probe.client.close()
-    return baseline, outcomes, recovered_s
+    return baseline, capacity, rate, outcomes, recovered_s
 
 
 def run_overload(
     server: TritonProcess,
     examples: Sequence,
-    rate: float = 300.0,
+    rate: float | None = None,
+    factor: float = 3.0,
     seconds: float = 4.0,
     queue_timeout_us: int | None = None,
     client_timeout_s: float = 30.0,
 ) -> dict:
-    """Open-loop load at `rate` requests/s (full samples: image + text + audio) for `seconds`.
+    """Open-loop load (full samples: image + text + audio) for `seconds` at `factor` times the
+    capacity measured just before (`capacity_rps`), or at a fixed `rate` requests/s.
 
     With `queue_timeout_us`, every request carries Triton's per-request timeout (the configs
     allow overriding the 5 s queue timeout), bounding how long an accepted request may queue.
@@ -102,13 +128,14 @@ def run_overload(
     if queue_timeout_us:
         kw["timeout"] = queue_timeout_us
     load_before = os.getloadavg()[0]
-    baseline, outcomes, recovered_s = asyncio.run(
-        _overload(server.grpc_url, examples, rate, seconds, **kw)
+    baseline, capacity, rate, outcomes, recovered_s = asyncio.run(
+        _overload(server.grpc_url, examples, rate, factor, seconds, **kw)
     )
     window = max(o.end for o in outcomes) - min(o.start for o in outcomes)
     summary = summarize(outcomes)
     return {
-        "offered_rps": rate,
+        "capacity_rps": round(capacity, 1),
+        "offered_rps": round(rate, 1),
         "offered_seconds": seconds,
         "queue_timeout_us": queue_timeout_us,
         "baseline_ms": round(baseline, 1),
