@@ -26,6 +26,17 @@ def subset_name(subset: tuple[str, ...] | list[str]) -> str:
     return "+".join(m for m in MODALITIES if m in subset)
 
 
+# Which modalities a row carries, as one integer: bit i set when MODALITIES[i] is present.
+# The fusion keeps one calibration temperature per code (0: nothing present).
+PRESENCE_BITS: tuple[int, ...] = tuple(1 << i for i in range(len(MODALITIES)))
+PRESENCE_CODES = 1 << len(MODALITIES)
+
+
+def presence_code(subset: tuple[str, ...] | list[str]) -> int:
+    """The presence code of a modality subset (the index of its calibration temperature)."""
+    return sum(bit for bit, m in zip(PRESENCE_BITS, MODALITIES, strict=True) if m in subset)
+
+
 # How fusion combines the modalities (build/model.toml `fusion.mode`; saved with the weights).
 FUSION_MODES: tuple[str, ...] = ("sum", "weighted", "attention")
 NUM_CLASSES = 10

@@ -1,9 +1,13 @@
-"""Calibration: expected calibration error, a temperature fitted on validation data, and the
+"""Calibration: expected calibration error, temperatures fitted on validation data, and the
 confidence threshold below which the served answer is "not sure"."""
 
 from __future__ import annotations
 
 import numpy as np
+
+# Bump when how the fusion is calibrated changes (the build's fusion step is keyed on it).
+# 2: one temperature per modality subset, no-digit rows scored against a uniform target.
+CALIBRATION_VERSION = 2
 
 ECE_BINS = 15
 # Threshold search: the smallest value on this grid that keeps no-digit inputs out and the
@@ -41,20 +45,41 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(ece)
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    """Mean negative log-likelihood of ``labels`` under softmax(logits / temperature)."""
-    z = logits / temperature
+def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(labels)), labels].mean())
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature in [0.05, 20] that minimises validation NLL (log grid, then refined)."""
+def nll(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    temperature: float,
+    uniform_logits: np.ndarray | None = None,
+) -> float:
+    """Mean negative log-likelihood of ``labels`` under softmax(logits / temperature), over
+    those rows and the ``uniform_logits`` rows, whose target is uniform (inputs without a digit,
+    as the fusion is trained)."""
+    total = -_log_softmax(logits / temperature)[np.arange(len(labels)), labels].sum()
+    count = len(labels)
+    if uniform_logits is not None and len(uniform_logits):
+        total += -_log_softmax(uniform_logits / temperature).mean(axis=1).sum()
+        count += len(uniform_logits)
+    return float(total / max(count, 1))
+
+
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, uniform_logits: np.ndarray | None = None
+) -> float:
+    """The temperature in [0.05, 20] that minimises validation NLL (log grid, then refined);
+    ``uniform_logits``: rows without a digit, scored against a uniform target."""
+
+    def loss(t: float) -> float:
+        return nll(logits, labels, t, uniform_logits)
+
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
-    best = min(grid, key=lambda t: nll(logits, labels, t))
+    best = min(grid, key=loss)
     fine = best * np.exp(np.linspace(-0.06, 0.06, 41))
-    return float(min(fine, key=lambda t: nll(logits, labels, t)))
+    return float(min(fine, key=loss))
 
 
 def choose_threshold(

@@ -166,7 +166,10 @@ def evaluate(paths, config: BuildConfig) -> dict:
     calibration = json.loads(paths.calibration.read_text()) if paths.calibration.exists() else {}
     threshold = calibration.get("confidence_threshold") or spec.DEFAULT_CONFIDENCE_THRESHOLD
     report["calibration"] = {
-        "temperature": float(main.temperature),
+        "temperature": {
+            spec.subset_name(s): round(float(main.temperature[spec.presence_code(s)]), 4)
+            for s in spec.SUBSETS
+        },
         "confidence_threshold": threshold,
     }
     held_out = {"test": sets["clean"], "test_degraded": sets["degraded"]}
@@ -213,6 +216,13 @@ def format_table(report: dict) -> str:
     return "\n".join(lines + _held_out_lines(report))
 
 
+def _temperatures(temperature: dict[str, float] | float) -> str:
+    """Per-subset temperatures, or the single one of reports written before them."""
+    if isinstance(temperature, dict):
+        return ", ".join(f"{s} {t:.3f}" for s, t in temperature.items())
+    return f"{temperature:.3f} (every subset)"
+
+
 def _held_out_lines(report: dict) -> list[str]:
     """The held-out sources, calibration and no-digit part of the table."""
     lines: list[str] = []
@@ -235,8 +245,8 @@ def _held_out_lines(report: dict) -> list[str]:
     if cal:
         lines += [
             "",
-            f"temperature {cal['temperature']:.3f}, confidence threshold "
-            f"{cal['confidence_threshold']}",
+            f"temperature {_temperatures(cal['temperature'])}; "
+            f"confidence threshold {cal['confidence_threshold']}",
         ]
     for name, e in report.get("ece", {}).items():
         lines.append(f"ECE {name:<14} {e['all_subsets']:.4f} (all subsets pooled)")

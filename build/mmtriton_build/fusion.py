@@ -37,8 +37,9 @@ class FusionModel(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(shared_dim, shared_dim), nn.GELU(), nn.Linear(shared_dim, num_classes)
         )
-        # Logits are divided by it; fitted on validation data after training (calibration).
-        self.register_buffer("temperature", torch.ones(()))
+        # Logits are divided by the temperature of the row's modality subset (indexed by
+        # spec.presence_code); fitted on validation data after training (calibration).
+        self.register_buffer("temperature", torch.ones(spec.PRESENCE_CODES))
 
     def forward(
         self,
@@ -63,7 +64,8 @@ class FusionModel(nn.Module):
             weights = torch.nan_to_num(weights, nan=0.0)  # a row with nothing present
         # where(), not multiply: an absent modality's placeholder can never leak in.
         fused = torch.where(mask.unsqueeze(-1), z * weights.unsqueeze(-1), torch.zeros_like(z))
-        logits = self.classifier(fused.sum(dim=1)) / self.temperature
+        codes = (mask.long() * torch.tensor(spec.PRESENCE_BITS, device=mask.device)).sum(dim=1)
+        logits = self.classifier(fused.sum(dim=1)) / self.temperature[codes].unsqueeze(1)
         if self.mode == "sum":
             weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
         return logits, weights
@@ -85,6 +87,8 @@ def load_fusion(path: Path) -> FusionModel:
     num_classes = data["classifier.2.weight"].shape[0]
     model = FusionModel(mode, shared_dim, num_classes)
     state = {k: torch.from_numpy(data[k]) for k in data.files if k != "__mode__"}
-    state.setdefault("temperature", torch.ones(()))  # saved before calibration existed
+    # Saved before calibration existed (none) or with one temperature for every subset.
+    t = state.get("temperature", torch.ones(()))
+    state["temperature"] = t.expand(spec.PRESENCE_CODES).clone() if t.dim() == 0 else t
     model.load_state_dict(state)
     return model.eval()

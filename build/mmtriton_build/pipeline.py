@@ -23,6 +23,7 @@ from mmtriton.preprocess.image import IMAGE_PREPROCESS_VERSION
 
 from . import evaluate
 from .artifacts import BuildPaths
+from .calibration import CALIBRATION_VERSION
 from .config import DEFAULT_CONFIG, BuildConfig, load_config
 from .data.augment import AUGMENTATION_VERSION
 from .data.nodigit_text import NO_DIGIT_TEXT_VERSION
@@ -83,7 +84,14 @@ STEPS: tuple[Step, ...] = (
         code_versions=(AUGMENTATION_VERSION, IMAGE_PREPROCESS_VERSION),
         settings=(FUSION_NOISE_SNR_DB,),
     ),
-    Step("fusion", ("embeddings",), ("fusion",), fusion.outputs, lambda c, p, _: fusion.run(c, p)),
+    Step(
+        "fusion",
+        ("embeddings",),
+        ("fusion",),
+        fusion.outputs,
+        lambda c, p, _: fusion.run(c, p),
+        code_versions=(CALIBRATION_VERSION,),  # it calibrates what it trains
+    ),
     Step(
         "evaluate",
         ("fusion",),

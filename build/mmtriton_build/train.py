@@ -209,20 +209,34 @@ def calibrate(
     model: FusionModel,
     val_sets: list[SplitFeatures],
     subsets: list[tuple[str, ...]],
-) -> float:
-    """Fit the model's temperature on validation rows of every subset; returns it."""
+) -> dict[str, float]:
+    """Fit one temperature per modality subset on validation rows; returns them by subset name.
+
+    A subset's rows are those carrying one of its modalities. A row whose given modalities
+    carry no digit (an uninformative phrase alone, a no-digit input) is scored against a uniform
+    target, as in training: with labels only, the digit rows alone would sharpen the text
+    temperature until no-digit texts read as confident (measured: 0.22 -> 0.55 at most).
+    """
     from .calibration import fit_temperature
 
     model.temperature.fill_(1.0)
-    logits, labels = [], []
-    for feats in val_sets:
-        for subset in subsets:
-            rows = (subset_mask(subset, len(feats)) * feats.present).sum(axis=1) > 0
-            logits.append(logits_for(model, feats, subset)[rows])
-            labels.append(feats.labels[rows])
-    temperature = fit_temperature(np.concatenate(logits), np.concatenate(labels))
-    model.temperature.fill_(temperature)
-    return temperature
+    fitted = {}
+    for subset in subsets:
+        digit_logits, labels, uniform_logits = [], [], []
+        for feats in val_sets:
+            given = subset_mask(subset, len(feats)) * feats.present
+            rows = given.sum(axis=1) > 0
+            has_digit = (given * feats.informative).sum(axis=1) > 0
+            logits = logits_for(model, feats, subset)
+            digit_logits.append(logits[rows & has_digit])
+            labels.append(feats.labels[rows & has_digit])
+            uniform_logits.append(logits[rows & ~has_digit])
+        fitted[subset] = fit_temperature(
+            np.concatenate(digit_logits), np.concatenate(labels), np.concatenate(uniform_logits)
+        )
+    for subset, temperature in fitted.items():
+        model.temperature[spec.presence_code(subset)] = temperature
+    return {spec.subset_name(s): t for s, t in fitted.items()}
 
 
 @torch.inference_mode()

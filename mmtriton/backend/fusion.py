@@ -46,8 +46,10 @@ class NumpyFusion:
                 f"expected one of {spec.FUSION_MODES}"
             )
         self.w = {k: data[k].astype(np.float32) for k in data.files if k != "__mode__"}
-        # The calibration temperature the build fitted on validation data (1: none).
-        self.temperature = float(self.w.pop("temperature", np.float32(1.0)))
+        # The calibration temperatures the build fitted on validation data, one per modality
+        # subset (indexed by spec.presence_code); a scalar (older builds) or none (1) for all.
+        t = self.w.pop("temperature", np.float32(1.0))
+        self.temperature = np.broadcast_to(t, (spec.PRESENCE_CODES,)).astype(np.float32)
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
         return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
@@ -80,7 +82,8 @@ class NumpyFusion:
             weights = _softmax(scores, axis=1).astype(np.float32)
         fused = np.where(mask[..., None], z * weights[..., None], 0.0).sum(axis=1)
         hidden = _gelu(self._linear(fused, "classifier.0"))
-        logits = self._linear(hidden, "classifier.2") / np.float32(self.temperature)
+        codes = (mask * np.array(spec.PRESENCE_BITS)).sum(axis=1)
+        logits = self._linear(hidden, "classifier.2") / self.temperature[codes][:, None]
         if self.mode == "sum":
             weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)
         return _softmax(logits, axis=1).astype(np.float32), weights.astype(np.float32)

@@ -57,6 +57,24 @@ def test_fitted_temperature_recovers_the_one_that_generated_the_labels() -> None
     assert after < 0.03 < before
 
 
+def test_rows_without_a_digit_keep_the_fitted_temperature_from_sharpening_them() -> None:
+    """Digit rows alone favour a sharp temperature; rows scored against a uniform target (no
+    digit given) pull it up, so their own top probability stays low."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 1, (3000, 10))
+    labels = logits.argmax(axis=1)  # always right: NLL alone wants t -> small
+    no_digit = rng.normal(0, 1, (600, 10))
+    sharp = fit_temperature(logits, labels)
+    tempered = fit_temperature(logits, labels, uniform_logits=no_digit)
+    assert tempered > 1.5 * sharp
+    assert (
+        softmax(no_digit / tempered).max(axis=1).mean()
+        < softmax(no_digit / sharp).max(axis=1).mean()
+    )
+    # With no uniform rows the fit is the labels-only one.
+    assert fit_temperature(logits, labels, uniform_logits=np.zeros((0, 10))) == sharp
+
+
 def test_threshold_is_the_smallest_that_keeps_no_digit_inputs_unsure() -> None:
     digits = np.array([[0.95, 0.05]] * 50 + [[0.55, 0.45]] * 50)
     labels = np.zeros(100, int)

@@ -9,6 +9,7 @@ import torch
 from mmtriton import spec
 from mmtriton.backend.fusion import NumpyFusion
 from mmtriton_build.fusion import EMBED_DIMS, FusionModel, load_fusion, save_fusion
+from mmtriton_build.train import subset_mask
 
 MODES = spec.FUSION_MODES
 SUBSETS = spec.SUBSETS
@@ -90,22 +91,29 @@ def test_serving_refuses_weights_with_an_unknown_fusion_mode(tmp_path) -> None:
         FusionModel("concat")
 
 
-@pytest.mark.parametrize("temperature", [0.5, 2.5])
-def test_numpy_twin_applies_the_calibration_temperature(temperature: float, tmp_path) -> None:
-    """The served fusion divides the logits by the build's temperature, as PyTorch does."""
-    model = _model("attention")
-    feats = _batch(16, seed=7)
-    present = torch.ones(16, 3)
+@pytest.mark.parametrize("mode", ["sum", "attention"])
+def test_each_row_is_divided_by_the_temperature_of_its_modality_subset(mode, tmp_path) -> None:
+    """Every subset has its own calibration temperature; a row gets the one of the
+    modalities it carries, in PyTorch and in the served numpy twin alike."""
+    model = _model(mode)
+    n = 7 * 4
+    feats = _batch(n, seed=7)
+    present = torch.from_numpy(np.repeat([subset_mask(s, 1)[0] for s in spec.SUBSETS], 4, 0))
+    temperatures = {s: 0.3 + 0.4 * i for i, s in enumerate(spec.SUBSETS)}
     with torch.no_grad():
         plain, _ = model(**feats, present=present)
-        model.temperature.fill_(temperature)
+        for s, t in temperatures.items():
+            model.temperature[spec.presence_code(s)] = t
         scaled, _ = model(**feats, present=present)
+    expected = torch.tensor([temperatures[s] for s in spec.SUBSETS for _ in range(4)])
+    assert torch.allclose(scaled, plain / expected.unsqueeze(1), atol=1e-5)
     path = tmp_path / "t.npz"
     save_fusion(model, path)
     probs, _ = NumpyFusion(path)({m: t.numpy() for m, t in feats.items()}, present.numpy())
-    assert torch.allclose(scaled, plain / temperature, atol=1e-5)
     assert np.abs(probs - torch.softmax(scaled, 1).numpy()).max() <= 1e-5
-    assert float(load_fusion(path).temperature) == pytest.approx(temperature)
+    loaded = load_fusion(path).temperature
+    for s, t in temperatures.items():
+        assert float(loaded[spec.presence_code(s)]) == pytest.approx(t)
 
 
 def test_weights_saved_before_calibration_load_with_temperature_one(tmp_path) -> None:
@@ -113,5 +121,19 @@ def test_weights_saved_before_calibration_load_with_temperature_one(tmp_path) ->
     path = tmp_path / "old.npz"
     arrays = {k: v.numpy() for k, v in model.state_dict().items() if k != "temperature"}
     np.savez(path, __mode__=np.array("sum"), **arrays)
-    assert float(load_fusion(path).temperature) == 1.0
-    assert NumpyFusion(path).temperature == 1.0
+    assert (load_fusion(path).temperature == 1.0).all()
+    assert (NumpyFusion(path).temperature == 1.0).all()
+
+
+def test_weights_with_one_temperature_apply_it_to_every_subset(tmp_path) -> None:
+    """Builds before per-subset calibration saved a single temperature."""
+    model = _model("attention")
+    path = tmp_path / "scalar.npz"
+    arrays = {k: v.numpy() for k, v in model.state_dict().items() if k != "temperature"}
+    np.savez(path, __mode__=np.array("attention"), temperature=np.float32(0.6), **arrays)
+    feats, present = _batch(8, seed=3), torch.ones(8, 3)
+    with torch.no_grad():
+        plain, _ = model(**feats, present=present)
+    probs, _ = NumpyFusion(path)({m: t.numpy() for m, t in feats.items()}, present.numpy())
+    assert np.abs(probs - torch.softmax(plain / 0.6, 1).numpy()).max() <= 1e-5
+    assert torch.allclose(load_fusion(path).temperature, torch.full((spec.PRESENCE_CODES,), 0.6))

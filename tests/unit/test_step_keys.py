@@ -87,3 +87,10 @@ def test_noise_floors_are_keyed_so_changing_one_reruns_the_steps_that_use_it():
         "fusion",
         "evaluate",
     }
+
+
+def test_calibration_version_reruns_the_fusion_and_evaluation_only():
+    from mmtriton_build.calibration import CALIBRATION_VERSION
+
+    assert _steps_running(CALIBRATION_VERSION) >= {"fusion"}
+    assert _changed_by_bumping("fusion") == {"fusion", "evaluate"}

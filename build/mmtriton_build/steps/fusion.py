@@ -45,6 +45,7 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
 
     f = {n: SplitFeatures.load(paths.feature_file(n)) for n in FEATURE_SETS}
     val_sets = [f["val"]] + ([f["val_degraded"]] if len(f["val_degraded"]) else [])
+    calibration_sets = val_sets + ([f["nodigit_val"]] if len(f["nodigit_val"]) else [])
     fs = config.fusion
     num_classes = len(paths.labels.read_text().split())
     common = dict(
@@ -61,22 +62,24 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
         model, acc = train_fusion(
             mode, f["train"], f["train_degraded"], f["val"], dropout=fs.modality_dropout, **common
         )
-        temperature = calibrate(model, val_sets, list(TRAINING_SUBSETS))
+        temperatures = calibrate(model, calibration_sets, list(TRAINING_SUBSETS))
         save_fusion(model, paths.fusion(mode))
-        print(f"  fusion {mode}: validation accuracy (all subsets) {acc:.4f}, T {temperature:.3f}")
+        t_text = ", ".join(f"{s} {t:.3f}" for s, t in temperatures.items())
+        print(f"  fusion {mode}: validation accuracy (all subsets) {acc:.4f}, T {t_text}")
         if mode == fs.mode:
             threshold = _choose_threshold(model, f) if len(f["nodigit_val"]) else None
             calibration = {
-                "temperature": round(temperature, 4),
+                "temperature": {s: round(t, 4) for s, t in temperatures.items()},
                 "confidence_threshold": threshold,
-                "chosen_on": "val and val_degraded (temperature: NLL over every subset); "
-                "threshold: also nodigit_val (calibration.choose_threshold)",
+                "chosen_on": "val, val_degraded and nodigit_val (temperature: NLL per modality "
+                "subset, uniform targets where no given modality carries a digit); "
+                "threshold: the same sets (calibration.choose_threshold)",
             }
     for modality in spec.MODALITIES:
         model, acc = train_fusion(
             fs.mode, f["train"], f["train_degraded"], f["val"], dropout=0.0, only=modality, **common
         )
-        calibrate(model, val_sets, [(modality,)])
+        calibrate(model, calibration_sets, [(modality,)])
         save_fusion(model, paths.baseline(modality))
         print(f"  {modality}-only baseline: validation accuracy {acc:.4f}")
     paths.calibration.write_text(json.dumps(calibration, indent=1) + "\n")
