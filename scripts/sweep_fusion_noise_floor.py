@@ -26,7 +26,7 @@ from mmtriton_build import evaluate as ev
 from mmtriton_build.artifacts import FEATURE_SETS, BuildPaths
 from mmtriton_build.config import load_config
 from mmtriton_build.features import SplitFeatures, sample_rng
-from mmtriton_build.steps.fusion import _choose_threshold
+from mmtriton_build.steps.fusion import _choose_threshold, calibration_sets, training_args
 from mmtriton_build.train import TRAINING_SUBSETS, calibrate, train_fusion
 
 AUGMENTED = ("train_degraded", "val_degraded")
@@ -62,7 +62,6 @@ def main() -> int:
             raise SystemExit(f"error: {n}: the builds differ beyond the noise SNR; see --help")
     sources = json.loads(low.unseen_sources.read_text())
     kinds = sources["no_digit_kinds"]["nodigit_test"]
-    fs = config.fusion
     print(
         "floor seed  sev1.0 audio  image+audio  img+txt+aud  festival  misses  "
         "no-digit audio  threshold  ECE degraded  ECE held-out audio"
@@ -76,13 +75,12 @@ def main() -> int:
             audio[below] = other[n].audio[below]
             g[n].audio = audio
         for seed in args.seeds:
+            args = {**training_args(config, g, len(low.labels.read_text().split())), "seed": seed}
             model, _ = train_fusion(
-                fs.mode, g["train"], g["train_degraded"], g["val"], shared_dim=fs.shared_dim,
-                epochs=fs.epochs, dropout=fs.modality_dropout, seed=seed,
-                degraded_share=fs.degraded_share, no_digit=g["nodigit_train"],
-                no_digit_texts=g["nodigit_text_train"],
+                config.fusion.mode, g["train"], g["train_degraded"], g["val"],
+                dropout=config.fusion.modality_dropout, **args,
             )  # fmt: skip
-            calibrate(model, [g["val"], g["val_degraded"]], list(TRAINING_SUBSETS))
+            calibrate(model, calibration_sets(g), list(TRAINING_SUBSETS))
             threshold = _choose_threshold(model, g)
             sev = ev.severity_report(model, {1.0: g["severity_1.0"]})["accuracy"]
             unseen = ev.unseen_report(model, g["unseen"], sources)

@@ -214,8 +214,8 @@ def calibrate(
 
     A subset's rows are those carrying one of its modalities. A row whose given modalities
     carry no digit (an uninformative phrase alone, a no-digit input) is scored against a uniform
-    target, as in training: with labels only, the digit rows alone would sharpen the text
-    temperature until no-digit texts read as confident (measured: 0.22 -> 0.55 at most).
+    target, as in training: with labels only, the text temperature sharpens until no-digit
+    texts read as confident (scripts/temperature_fit_variants.py: at most 0.27 -> 0.55).
     """
     from .calibration import fit_temperature
 

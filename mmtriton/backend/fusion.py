@@ -50,6 +50,7 @@ class NumpyFusion:
         # subset (indexed by spec.presence_code); a scalar (older builds) or none (1) for all.
         t = self.w.pop("temperature", np.float32(1.0))
         self.temperature = np.broadcast_to(t, (spec.PRESENCE_CODES,)).astype(np.float32)
+        self._presence_bits = np.array(spec.PRESENCE_BITS)
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
         return x @ self.w[f"{name}.weight"].T + self.w[f"{name}.bias"]
@@ -82,7 +83,7 @@ class NumpyFusion:
             weights = _softmax(scores, axis=1).astype(np.float32)
         fused = np.where(mask[..., None], z * weights[..., None], 0.0).sum(axis=1)
         hidden = _gelu(self._linear(fused, "classifier.0"))
-        codes = (mask * np.array(spec.PRESENCE_BITS)).sum(axis=1)
+        codes = (mask * self._presence_bits).sum(axis=1)
         logits = self._linear(hidden, "classifier.2") / self.temperature[codes][:, None]
         if self.mode == "sum":
             weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)

@@ -36,19 +36,16 @@ def _choose_threshold(model, f: dict) -> float:
     return choose_threshold(np.concatenate(digit_p), np.concatenate(digit_y), np.concatenate(nd_p))
 
 
-def run(config: BuildConfig, paths: BuildPaths) -> None:
-    """Train, calibrate and save every fusion mode and every unimodal baseline; write the
-    temperature and the confidence threshold (chosen on validation data) beside them."""
-    from ..features import SplitFeatures
-    from ..fusion import save_fusion
-    from ..train import TRAINING_SUBSETS, calibrate, train_fusion
+def calibration_sets(f: dict) -> list:
+    """The feature sets the temperatures are fitted on: validation, augmented validation and
+    validation no-digit inputs (where built)."""
+    return [f[n] for n in ("val", "val_degraded", "nodigit_val") if len(f[n])]
 
-    f = {n: SplitFeatures.load(paths.feature_file(n)) for n in FEATURE_SETS}
-    val_sets = [f["val"]] + ([f["val_degraded"]] if len(f["val_degraded"]) else [])
-    calibration_sets = val_sets + ([f["nodigit_val"]] if len(f["nodigit_val"]) else [])
+
+def training_args(config: BuildConfig, f: dict, num_classes: int) -> dict:
+    """`train_fusion` keyword arguments of the recipe (all but mode, dropout and `only`)."""
     fs = config.fusion
-    num_classes = len(paths.labels.read_text().split())
-    common = dict(
+    return dict(
         shared_dim=fs.shared_dim,
         epochs=fs.epochs,
         seed=config.seed,
@@ -57,12 +54,25 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
         no_digit=f["nodigit_train"],
         no_digit_texts=f["nodigit_text_train"],
     )
+
+
+def run(config: BuildConfig, paths: BuildPaths) -> None:
+    """Train, calibrate and save every fusion mode and every unimodal baseline; write the
+    temperature and the confidence threshold (chosen on validation data) beside them."""
+    from ..features import SplitFeatures
+    from ..fusion import save_fusion
+    from ..train import TRAINING_SUBSETS, calibrate, train_fusion
+
+    f = {n: SplitFeatures.load(paths.feature_file(n)) for n in FEATURE_SETS}
+    fit_on = calibration_sets(f)
+    fs = config.fusion
+    common = training_args(config, f, len(paths.labels.read_text().split()))
     calibration = {}
     for mode in spec.FUSION_MODES:
         model, acc = train_fusion(
             mode, f["train"], f["train_degraded"], f["val"], dropout=fs.modality_dropout, **common
         )
-        temperatures = calibrate(model, calibration_sets, list(TRAINING_SUBSETS))
+        temperatures = calibrate(model, fit_on, list(TRAINING_SUBSETS))
         save_fusion(model, paths.fusion(mode))
         t_text = ", ".join(f"{s} {t:.3f}" for s, t in temperatures.items())
         print(f"  fusion {mode}: validation accuracy (all subsets) {acc:.4f}, T {t_text}")
@@ -79,7 +89,7 @@ def run(config: BuildConfig, paths: BuildPaths) -> None:
         model, acc = train_fusion(
             fs.mode, f["train"], f["train_degraded"], f["val"], dropout=0.0, only=modality, **common
         )
-        calibrate(model, calibration_sets, [(modality,)])
+        calibrate(model, fit_on, [(modality,)])
         save_fusion(model, paths.baseline(modality))
         print(f"  {modality}-only baseline: validation accuracy {acc:.4f}")
     paths.calibration.write_text(json.dumps(calibration, indent=1) + "\n")

@@ -7,7 +7,7 @@ average is recorded with the figures: on shared cores the client's own latency m
 
 The offered rate is a multiple of the capacity measured just before on the same server: a
 fixed rate is overload on one machine and nearly a fit on a faster one (300 req/s was ~3x
-capacity on the cores the figures were first taken on, and ~1.05x on a later machine, where
+capacity on the cores the figures were first taken on, and ~1.25x on a later machine, where
 refusals then came late, after a queue had formed).
 """
 
